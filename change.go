@@ -1,0 +1,51 @@
+package streamapi
+
+import "encoding/json"
+
+// Change kinds, as named in events and subscriptions.
+const (
+	ChangeCreate = "create"
+	ChangeUpdate = "update"
+	ChangeDelete = "delete"
+)
+
+// Change is one committed write to one object. Stores produce changes after
+// a transaction commits; brokers carry them between processes; the hub turns
+// each into event frames, encoded once per change.
+type Change struct {
+	// Model is the resource's model label, e.g. "polls.question". Brokers
+	// use it as the topic.
+	Model string `json:"model"`
+	// Action is ChangeCreate, ChangeUpdate or ChangeDelete.
+	Action string `json:"action"`
+	// PK is the object's primary key as canonical JSON (e.g. 7 or "a1").
+	PK json.RawMessage `json:"pk"`
+	// Data is the serialized object: after the change, or as it was before
+	// a delete.
+	Data json.RawMessage `json:"data"`
+}
+
+// Frame is one encoded text frame in up to three parts written back to back,
+// so that an event encoded once can be shared by subscribers that differ only
+// in the request_id spliced between Head and Tail. Parts are read-only.
+type Frame struct {
+	Head, Mid, Tail []byte
+}
+
+// Len returns the frame's length in bytes.
+func (f Frame) Len() int { return len(f.Head) + len(f.Mid) + len(f.Tail) }
+
+// Bytes returns the frame as one slice (a copy when it has several parts).
+func (f Frame) Bytes() []byte {
+	if len(f.Mid) == 0 && len(f.Tail) == 0 {
+		return f.Head
+	}
+	b := make([]byte, 0, f.Len())
+	return append(append(append(b, f.Head...), f.Mid...), f.Tail...)
+}
+
+// Peer is one client connection as seen by the fan-out. Send must not block:
+// a peer that cannot keep up is disconnected by its own connection.
+type Peer interface {
+	Send(f Frame)
+}

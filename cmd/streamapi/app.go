@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/examples/polls"
+	"github.com/streamapi/streamapi/server"
+	"github.com/streamapi/streamapi/store/sqlstore"
+)
+
+// Flags are the command's settings; each has an environment variable.
+type Flags struct {
+	Addr          string `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
+	DB            string `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH."`
+	Broker        string `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process)."`
+	PageSize      int    `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
+	Debug         bool   `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
+	MaxFrameBytes int    `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
+	LogLevel      string `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+}
+
+// Main is the program: ParseFlags, Run, then Close.
+type Main struct {
+	Flags  Flags
+	Stdout io.Writer
+	Stderr io.Writer
+
+	log    *slog.Logger
+	db     *sqlstore.DB
+	broker streamapi.Broker
+	api    *server.Server
+	http   *http.Server
+	ln     net.Listener
+	served chan error
+}
+
+// NewMain returns a Main writing to the process's stdout and stderr.
+func NewMain() *Main { return &Main{Stdout: os.Stdout, Stderr: os.Stderr} }
+
+// ParseFlags reads args and the environment into m.Flags.
+func (m *Main) ParseFlags(args []string) error {
+	parser, err := kong.New(&m.Flags,
+		kong.Name("streamapi"),
+		kong.Description("Serve the polls example over the streamapi WebSocket protocol."),
+		kong.Writers(m.Stdout, m.Stderr),
+		kong.Exit(func(code int) { panic(exitCode(code)) }),
+	)
+	if err != nil {
+		return err
+	}
+	return catchExit(func() error {
+		_, err := parser.Parse(args)
+		return err
+	})
+}
+
+type exitCode int
+
+// catchExit turns kong's exit (after --help) into a return, so tests and
+// Main stay in control.
+func catchExit(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exitCode)
+			if !ok {
+				panic(r)
+			}
+			if code == 0 {
+				os.Exit(0)
+			}
+			err = fmt.Errorf("exit %d", code)
+		}
+	}()
+	return fn()
+}
+
+// Run opens the database and broker, migrates, and starts serving. It
+// returns once the server is listening (Addr() gives the address).
+func (m *Main) Run(ctx context.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(m.Flags.LogLevel)); err != nil {
+		return err
+	}
+	m.log = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+
+	var err error
+	if m.broker, err = openBroker(m.Flags.Broker); err != nil {
+		return err
+	}
+	if m.db, err = openStore(ctx, m.Flags.DB, m.broker, m.log); err != nil {
+		return err
+	}
+	if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
+		return err
+	}
+	app, err := polls.New(m.db, nil)
+	if err != nil {
+		return err
+	}
+	m.api, err = server.New(ctx, server.Config{
+		Resources: app.Resources(),
+		Broker:    m.broker,
+		PageSize:  m.Flags.PageSize,
+		Debug:     m.Flags.Debug,
+		Conn:      server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes},
+		Logger:    m.log,
+	})
+	if err != nil {
+		return err
+	}
+	if m.ln, err = net.Listen("tcp", m.Flags.Addr); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	m.http = &http.Server{
+		Handler:           m.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
+	}
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.http.Serve(m.ln) }()
+	m.log.Info("serving", "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", m.Flags.DB, "debug", m.Flags.Debug)
+	if m.Flags.Debug {
+		m.log.Info("debugger page", "url", "http://"+m.Addr()+"/channels-api/")
+	}
+	return nil
+}
+
+// Addr returns the address the server listens on.
+func (m *Main) Addr() string {
+	if m.ln == nil {
+		return ""
+	}
+	return m.ln.Addr().String()
+}
+
+// Close shuts down gracefully: no new connections, requests in progress
+// finish, queued frames are written, sockets close with 1001; then the
+// broker and database close.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.http != nil {
+		errs = append(errs, m.http.Shutdown(ctx))
+		if err := <-m.served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if m.api != nil {
+		errs = append(errs, m.api.Shutdown(ctx))
+	}
+	if m.broker != nil {
+		errs = append(errs, m.broker.Close())
+	}
+	if m.db != nil {
+		errs = append(errs, m.db.Close())
+	}
+	if m.log != nil {
+		m.log.Info("stopped")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,99 @@
+package streamapi
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Error codes. Each surface (WebSocket, REST) maps them to a status with one
+// table of its own; handlers never pick status numbers.
+const (
+	EINVALID       = "invalid"        // bad input: 400
+	ENOTFOUND      = "not_found"      // no such object or page: 404
+	EUNAUTHORIZED  = "unauthorized"   // permission denied to an anonymous user: 401
+	EFORBIDDEN     = "forbidden"      // permission denied to an authenticated user: 403
+	ETOOMANY       = "too_many"       // rate limited: 429
+	ECONFLICT      = "conflict"       // a constraint refused the write: 409
+	EINTERNAL      = "internal"       // anything else: 500
+	EUNKNOWNACTION = "unknown_action" // the resource offers no such action: 400
+)
+
+// Error is the error type every layer returns. Fields, when set, holds
+// validation messages keyed by JSON field name; Message holds the text for
+// everything else.
+type Error struct {
+	Code    string
+	Message string
+	Fields  map[string][]string
+}
+
+func (e *Error) Error() string {
+	if len(e.Fields) == 0 {
+		return fmt.Sprintf("streamapi: %s: %s", e.Code, e.Message)
+	}
+	names := make([]string, 0, len(e.Fields))
+	for name := range e.Fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(name + ": " + strings.Join(e.Fields[name], " "))
+	}
+	return fmt.Sprintf("streamapi: %s: %s", e.Code, b.String())
+}
+
+// Errorf returns an *Error with the given code and formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// FieldErrors collects validation messages per field; its Err method returns
+// nil when it is empty.
+type FieldErrors map[string][]string
+
+// Add appends a message for a field.
+func (f FieldErrors) Add(field, message string) { f[field] = append(f[field], message) }
+
+// Err returns an EINVALID *Error holding the messages, or nil when there are none.
+func (f FieldErrors) Err() error {
+	if len(f) == 0 {
+		return nil
+	}
+	return &Error{Code: EINVALID, Fields: map[string][]string(f)}
+}
+
+// ErrorCode returns the code of err if it is or wraps an *Error, and
+// EINTERNAL otherwise (nil gives "").
+func ErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EINTERNAL
+}
+
+// Common errors with the original Channels API texts.
+var (
+	ErrNotFound      = &Error{Code: ENOTFOUND, Message: "Not found."}
+	ErrInvalidAction = &Error{Code: EUNKNOWNACTION, Message: "Invalid Action"}
+	ErrInvalidPage   = &Error{Code: ENOTFOUND, Message: "Invalid page."}
+)
+
+// PermissionDenied returns the error for a refused action: EUNAUTHORIZED (401)
+// for an anonymous user, EFORBIDDEN (403) for an authenticated one, both with
+// the text "Permission Denied".
+func PermissionDenied(u *User) *Error {
+	if u.Authenticated() {
+		return &Error{Code: EFORBIDDEN, Message: "Permission Denied"}
+	}
+	return &Error{Code: EUNAUTHORIZED, Message: "Permission Denied"}
+}

@@ -1,0 +1,346 @@
+// Package conn runs WebSocket connections on gws: it reads frames, hands
+// each to a Handler in order, and writes replies and events through a
+// bounded queue. An idle connection holds one goroutine (gws's read loop)
+// and no writer goroutine: one is started when frames are queued and exits
+// when the queue is empty.
+package conn
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/streamapi/streamapi"
+	"golang.org/x/time/rate"
+)
+
+// Close codes this package sends.
+const (
+	CloseGoingAway     = 1001 // server shutting down
+	ClosePolicy        = 1008 // outbound queue overflow: slow consumer
+	CloseMessageTooBig = 1009 // frame over MaxFrameBytes (sent by gws)
+)
+
+// Handler receives a connection's frames, one at a time in arrival order,
+// and learns when it closes.
+type Handler interface {
+	HandleFrame(ctx context.Context, c *Conn, frame []byte)
+	Closed(c *Conn)
+}
+
+// Options are the per-connection limits. Zero fields take the defaults
+// documented on each.
+type Options struct {
+	// MaxFrameBytes is the largest frame accepted; a bigger one closes the
+	// connection with 1009. Default 1 MiB.
+	MaxFrameBytes int
+	// MaxQueue is how many outbound frames may wait; past it the client is
+	// a slow consumer and is closed with 1008. Default 1024.
+	MaxQueue int
+	// WriteTimeout bounds one frame's write. Default 10 s.
+	WriteTimeout time.Duration
+	// Rate and Burst limit inbound frames per second. Past the rate the
+	// server stops reading until tokens return (backpressure, no errors).
+	// Defaults 200/s and 400; a negative Rate disables the limit.
+	Rate  float64
+	Burst int
+	// Logger receives connection-level errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = 1 << 20
+	}
+	if o.MaxQueue <= 0 {
+		o.MaxQueue = 1024
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Rate == 0 {
+		o.Rate = 200
+	}
+	if o.Burst <= 0 {
+		o.Burst = 400
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Upgrader accepts WebSocket connections and tracks them until they close.
+type Upgrader struct {
+	gws.BuiltinEventHandler
+	opts     Options
+	h        Handler
+	upgrader *gws.Upgrader
+
+	mu       sync.Mutex
+	conns    map[*Conn]struct{}
+	draining bool
+	inflight sync.WaitGroup
+}
+
+const sessionKey = "c"
+
+// NewUpgrader returns an Upgrader handing frames to h.
+func NewUpgrader(h Handler, opts Options) *Upgrader {
+	u := &Upgrader{opts: opts.withDefaults(), h: h, conns: make(map[*Conn]struct{})}
+	u.upgrader = gws.NewUpgrader(u, &gws.ServerOption{
+		ReadMaxPayloadSize: u.opts.MaxFrameBytes,
+		CheckUtf8Enabled:   true,
+		ReadBufferSize:     2048,
+		WriteBufferSize:    2048,
+	})
+	return u
+}
+
+// ErrDraining is returned by Accept during Shutdown.
+var ErrDraining = errors.New("conn: server is shutting down")
+
+// Accept upgrades the request and starts the connection's read loop. The
+// handshake request's context is not kept: the connection lives until
+// either side closes it or Shutdown.
+func (u *Upgrader) Accept(w http.ResponseWriter, r *http.Request, user *streamapi.User) error {
+	u.mu.Lock()
+	draining := u.draining
+	u.mu.Unlock()
+	if draining {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return ErrDraining
+	}
+	ws, err := u.upgrader.Upgrade(w, r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(streamapi.WithUser(context.WithoutCancel(r.Context()), user))
+	c := &Conn{ws: ws, u: u, user: user, ctx: ctx, cancel: cancel}
+	if u.opts.Rate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(u.opts.Rate), u.opts.Burst)
+	}
+	ws.Session().Store(sessionKey, c)
+	u.mu.Lock()
+	u.conns[c] = struct{}{}
+	u.mu.Unlock()
+	go ws.ReadLoop()
+	return nil
+}
+
+func connOf(socket *gws.Conn) *Conn {
+	v, _ := socket.Session().Load(sessionKey)
+	c, _ := v.(*Conn)
+	return c
+}
+
+// OnMessage implements gws.Event: frames are handled in order on the read
+// loop's goroutine.
+func (u *Upgrader) OnMessage(socket *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	c := connOf(socket)
+	if c == nil {
+		return
+	}
+	u.mu.Lock()
+	if u.draining {
+		u.mu.Unlock()
+		return // the connection is about to be closed with 1001
+	}
+	u.inflight.Add(1)
+	u.mu.Unlock()
+	defer u.inflight.Done()
+	if c.limiter != nil {
+		if err := c.limiter.Wait(c.ctx); err != nil {
+			return
+		}
+	}
+	u.h.HandleFrame(c.ctx, c, msg.Bytes())
+}
+
+// OnClose implements gws.Event.
+func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
+	c := connOf(socket)
+	if c == nil {
+		return
+	}
+	c.cancel()
+	c.mu.Lock()
+	c.closed = true
+	c.queue = nil
+	c.mu.Unlock()
+	u.mu.Lock()
+	delete(u.conns, c)
+	u.mu.Unlock()
+	u.h.Closed(c)
+}
+
+// Len returns the number of open connections.
+func (u *Upgrader) Len() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.conns)
+}
+
+// Shutdown stops accepting connections and frames, waits for frames being
+// handled to finish and for every queued frame to be written, then closes
+// each connection with 1001. It returns when all are closed or ctx ends.
+func (u *Upgrader) Shutdown(ctx context.Context) error {
+	u.mu.Lock()
+	u.draining = true
+	u.mu.Unlock()
+	done := make(chan struct{})
+	go func() { u.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	u.mu.Lock()
+	conns := make([]*Conn, 0, len(u.conns))
+	for c := range u.conns {
+		conns = append(conns, c)
+	}
+	u.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.closeAfterDrain(ctx, CloseGoingAway, "server shutting down") }()
+	}
+	wg.Wait()
+	for u.Len() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Conn is one client connection. It implements streamapi.Peer.
+type Conn struct {
+	ws      *gws.Conn
+	u       *Upgrader
+	user    *streamapi.User
+	ctx     context.Context
+	cancel  context.CancelFunc
+	limiter *rate.Limiter
+
+	mu      sync.Mutex
+	queue   []streamapi.Frame
+	writing bool
+	closing bool // no more frames accepted
+	closed  bool
+	drained chan struct{} // closed when the queue empties, if waited for
+
+	sent atomic.Uint64
+}
+
+var _ streamapi.Peer = (*Conn)(nil)
+
+// User returns the authenticated user, nil for anonymous.
+func (c *Conn) User() *streamapi.User { return c.user }
+
+// Sent returns the number of frames written so far.
+func (c *Conn) Sent() uint64 { return c.sent.Load() }
+
+// Send queues f for writing and returns at once. A client whose queue is
+// full is disconnected with 1008: it never slows anyone else down.
+func (c *Conn) Send(f streamapi.Frame) {
+	c.mu.Lock()
+	if c.closing || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if len(c.queue) >= c.u.opts.MaxQueue {
+		c.closing = true
+		c.queue = nil
+		c.mu.Unlock()
+		c.u.opts.Logger.Warn("closing slow consumer", "remote", c.ws.RemoteAddr().String(), "queue", c.u.opts.MaxQueue)
+		go c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
+		return
+	}
+	c.queue = append(c.queue, f)
+	if !c.writing {
+		c.writing = true
+		go c.flush()
+	}
+	c.mu.Unlock()
+}
+
+// flush writes queued frames until the queue is empty.
+func (c *Conn) flush() {
+	var batch []streamapi.Frame
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 || c.closed {
+			c.writing = false
+			c.queue = nil
+			if c.drained != nil {
+				close(c.drained)
+				c.drained = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.mu.Unlock()
+		for i, f := range batch {
+			_ = c.ws.SetWriteDeadline(time.Now().Add(c.u.opts.WriteTimeout))
+			var err error
+			if len(f.Mid) == 0 && len(f.Tail) == 0 {
+				err = c.ws.WriteMessage(gws.OpcodeText, f.Head)
+			} else {
+				err = c.ws.Writev(gws.OpcodeText, f.Head, f.Mid, f.Tail)
+			}
+			batch[i] = streamapi.Frame{}
+			if err != nil {
+				// gws closes the connection on a write error; OnClose follows.
+				c.mu.Lock()
+				c.closed = true
+				c.mu.Unlock()
+				continue
+			}
+			c.sent.Add(1)
+		}
+	}
+}
+
+// closeAfterDrain stops taking frames, waits until the queue is written
+// (or ctx ends), then sends a close frame.
+func (c *Conn) closeAfterDrain(ctx context.Context, code uint16, reason string) {
+	c.mu.Lock()
+	c.closing = true
+	var wait chan struct{}
+	if c.writing && !c.closed {
+		c.drained = make(chan struct{})
+		wait = c.drained
+	}
+	c.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+	}
+	c.closeNow(code, reason)
+}
+
+// closeNow sends a close frame and gives the client a moment to answer it
+// before the read loop gives up.
+func (c *Conn) closeNow(code uint16, reason string) {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.ws.WriteClose(code, []byte(reason))
+	_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+}
+
+// Close closes the connection with code and reason, after the frames
+// already queued.
+func (c *Conn) Close(code uint16, reason string) {
+	c.closeAfterDrain(c.ctx, code, reason)
+}

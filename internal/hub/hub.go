@@ -1,0 +1,282 @@
+// Package hub fans committed changes out to subscribed peers. It keeps an
+// index from (stream, action, pk) to peers, encodes each change once per
+// stream and dialect, and hands the same bytes to every subscriber without
+// blocking: Peer.Send only queues.
+//
+// Delivery rules (docs/protocol.md):
+//   - Channels API subscriptions: a peer gets one event per change however
+//     many of its subscriptions match ("update any" and "update pk 7" both
+//     matching an update of 7 still give one event).
+//   - DCRF instance subscriptions: each (peer, request_id) gets its own event,
+//     carrying that request_id, since DCRF clients match events by it.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/wire"
+)
+
+// Hub is the subscription index and fan-out. Its methods are safe for
+// concurrent use.
+type Hub struct {
+	log *slog.Logger
+
+	mu      sync.RWMutex
+	streams map[string][]string        // model label → streams bound to it
+	subs    map[subKey]map[streamapi.Peer]struct{}
+	inst    map[instKey]map[instSub][]byte // value: the request_id bytes, made once
+	byPeer  map[streamapi.Peer]*peerSubs
+}
+
+// subKey names a Channels API subscription; pk "" means any object.
+type subKey struct {
+	stream, action, pk string
+}
+
+// instKey names the DCRF subscriptions to one object.
+type instKey struct {
+	stream, pk string
+}
+
+type instSub struct {
+	peer streamapi.Peer
+	rid  string // the subscribing request's request_id, raw JSON
+}
+
+// peerSubs lists a peer's subscriptions, to drop them when it goes.
+type peerSubs struct {
+	subs map[subKey]struct{}
+	inst map[instKey]map[string]struct{}
+}
+
+// New returns an empty hub.
+func New(log *slog.Logger) *Hub {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Hub{
+		log:     log,
+		streams: make(map[string][]string),
+		subs:    make(map[subKey]map[streamapi.Peer]struct{}),
+		inst:    make(map[instKey]map[instSub][]byte),
+		byPeer:  make(map[streamapi.Peer]*peerSubs),
+	}
+}
+
+// Bind routes the changes of model to stream's subscribers.
+func (h *Hub) Bind(model, stream string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.streams[model] = append(h.streams[model], stream)
+}
+
+// PKKey returns the index key of a primary key: its canonical JSON.
+func PKKey(pk any) string {
+	if pk == nil {
+		return ""
+	}
+	return string(streamapi.EncodePK(pk))
+}
+
+func (h *Hub) peer(p streamapi.Peer) *peerSubs {
+	ps := h.byPeer[p]
+	if ps == nil {
+		ps = &peerSubs{}
+		h.byPeer[p] = ps
+	}
+	return ps
+}
+
+// Subscribe adds p to the Channels API subscription (stream, action, pk);
+// pk nil means any object. Subscribing twice is the same as once.
+func (h *Hub) Subscribe(p streamapi.Peer, stream, action string, pk any) {
+	k := subKey{stream, action, PKKey(pk)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.subs[k]
+	if set == nil {
+		set = make(map[streamapi.Peer]struct{})
+		h.subs[k] = set
+	}
+	set[p] = struct{}{}
+	ps := h.peer(p)
+	if ps.subs == nil {
+		ps.subs = make(map[subKey]struct{})
+	}
+	ps.subs[k] = struct{}{}
+}
+
+// Unsubscribe removes p from (stream, action, pk). It reports whether p
+// was subscribed.
+func (h *Hub) Unsubscribe(p streamapi.Peer, stream, action string, pk any) bool {
+	k := subKey{stream, action, PKKey(pk)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ps := h.byPeer[p]
+	if ps == nil {
+		return false
+	}
+	if _, ok := ps.subs[k]; !ok {
+		return false
+	}
+	delete(ps.subs, k)
+	h.dropSub(k, p)
+	h.forgetIfEmpty(p, ps)
+	return true
+}
+
+// SubscribeInstance adds a DCRF subscription of p to the object pk of
+// stream, answered with request id rid (raw JSON, "null" when absent).
+func (h *Hub) SubscribeInstance(p streamapi.Peer, stream string, pk any, rid json.RawMessage) {
+	k := instKey{stream, PKKey(pk)}
+	s := instSub{p, ridKey(rid)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.inst[k]
+	if set == nil {
+		set = make(map[instSub][]byte)
+		h.inst[k] = set
+	}
+	set[s] = []byte(s.rid)
+	ps := h.peer(p)
+	if ps.inst == nil {
+		ps.inst = make(map[instKey]map[string]struct{})
+	}
+	if ps.inst[k] == nil {
+		ps.inst[k] = make(map[string]struct{})
+	}
+	ps.inst[k][s.rid] = struct{}{}
+}
+
+// UnsubscribeInstance removes p's DCRF subscriptions to the object pk of
+// stream, whatever their request ids. It reports whether there were any.
+func (h *Hub) UnsubscribeInstance(p streamapi.Peer, stream string, pk any) bool {
+	k := instKey{stream, PKKey(pk)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ps := h.byPeer[p]
+	if ps == nil || len(ps.inst[k]) == 0 {
+		return false
+	}
+	for rid := range ps.inst[k] {
+		h.dropInst(k, instSub{p, rid})
+	}
+	delete(ps.inst, k)
+	h.forgetIfEmpty(p, ps)
+	return true
+}
+
+// Drop removes every subscription of p; the connection calls it on close.
+func (h *Hub) Drop(p streamapi.Peer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ps := h.byPeer[p]
+	if ps == nil {
+		return
+	}
+	for k := range ps.subs {
+		h.dropSub(k, p)
+	}
+	for k, rids := range ps.inst {
+		for rid := range rids {
+			h.dropInst(k, instSub{p, rid})
+		}
+	}
+	delete(h.byPeer, p)
+}
+
+// Subscriptions returns how many subscriptions p holds (for tests and
+// metrics).
+func (h *Hub) Subscriptions(p streamapi.Peer) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	ps := h.byPeer[p]
+	if ps == nil {
+		return 0
+	}
+	n := len(ps.subs)
+	for _, rids := range ps.inst {
+		n += len(rids)
+	}
+	return n
+}
+
+func (h *Hub) dropSub(k subKey, p streamapi.Peer) {
+	if set := h.subs[k]; set != nil {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(h.subs, k)
+		}
+	}
+}
+
+func (h *Hub) dropInst(k instKey, s instSub) {
+	if set := h.inst[k]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(h.inst, k)
+		}
+	}
+}
+
+func (h *Hub) forgetIfEmpty(p streamapi.Peer, ps *peerSubs) {
+	if len(ps.subs) == 0 && len(ps.inst) == 0 {
+		delete(h.byPeer, p)
+	}
+}
+
+func ridKey(rid json.RawMessage) string {
+	if len(rid) == 0 {
+		return "null"
+	}
+	return string(rid)
+}
+
+// Publish fans c out to its subscribers. It is a streamapi.ChangeHandler:
+// the server subscribes it to the broker once per model label.
+func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	pk := string(c.PK)
+	for _, stream := range h.streams[c.Model] {
+		anyOf := h.subs[subKey{stream, c.Action, ""}]
+		oneOf := h.subs[subKey{stream, c.Action, pk}]
+		if len(anyOf)+len(oneOf) > 0 {
+			f, err := wire.EncodeEvent(stream, &c)
+			if err != nil {
+				h.log.ErrorContext(ctx, "encode event", "stream", stream, "err", err)
+				continue
+			}
+			for p := range anyOf {
+				p.Send(f)
+			}
+			for p := range oneOf {
+				if _, dup := anyOf[p]; !dup {
+					p.Send(f)
+				}
+			}
+		}
+		if c.Action == streamapi.ChangeCreate {
+			continue // DCRF instance subscriptions see updates and deletes
+		}
+		inst := h.inst[instKey{stream, pk}]
+		if len(inst) == 0 {
+			continue
+		}
+		f, err := wire.EncodeInstanceEvent(stream, &c)
+		if err != nil {
+			h.log.ErrorContext(ctx, "encode instance event", "stream", stream, "err", err)
+			continue
+		}
+		for s, rid := range inst {
+			g := f
+			g.Mid = rid
+			s.peer.Send(g)
+		}
+	}
+}

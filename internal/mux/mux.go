@@ -1,0 +1,169 @@
+// Package mux is the demultiplexer: it decodes each frame, routes it by
+// stream to its resource, handles the subscription actions against the hub,
+// and encodes the reply. It implements conn.Handler.
+package mux
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/conn"
+	"github.com/streamapi/streamapi/internal/hub"
+	"github.com/streamapi/streamapi/internal/wire"
+)
+
+// Mux routes frames to resources.
+type Mux struct {
+	resources map[string]streamapi.Resource
+	hub       *hub.Hub
+	log       *slog.Logger
+}
+
+var _ conn.Handler = (*Mux)(nil)
+
+// New returns a Mux over resources (keyed by stream) and h.
+func New(resources map[string]streamapi.Resource, h *hub.Hub, log *slog.Logger) *Mux {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Mux{resources: resources, hub: h, log: log}
+}
+
+// Peer is what the mux needs of a connection: a peer that knows its user.
+type Peer interface {
+	streamapi.Peer
+	User() *streamapi.User
+}
+
+// HandleFrame implements conn.Handler.
+func (m *Mux) HandleFrame(ctx context.Context, c *conn.Conn, frame []byte) {
+	m.Handle(ctx, c, frame)
+}
+
+// Handle answers one frame from p. Exactly one reply is sent per frame.
+// Subscriptions take effect after their reply is queued, so no event
+// overtakes the reply that acknowledges its subscription.
+func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
+	req, err := wire.DecodeRequest(frame)
+	after := func() {}
+	var rep streamapi.Reply
+	switch {
+	case err != nil:
+		rep = streamapi.Reply{Err: err}
+	case m.resources[req.Stream] == nil:
+		rep = streamapi.Reply{Err: streamapi.Errorf(streamapi.ENOTFOUND, "Unknown stream %q.", req.Stream)}
+	default:
+		req.User = p.User()
+		res := m.resources[req.Stream]
+		switch req.Action {
+		case streamapi.ActionSubscribe, streamapi.ActionUnsubscribe:
+			rep, after = m.subscribe(ctx, p, res, &req)
+		case streamapi.ActionSubscribeInstance, streamapi.ActionUnsubscribeInstance:
+			rep, after = m.subscribeInstance(ctx, p, res, &req)
+		default:
+			rep = res.Serve(ctx, &req)
+		}
+	}
+	if rep.Err != nil && streamapi.ErrorCode(rep.Err) == streamapi.EINTERNAL {
+		m.log.ErrorContext(ctx, "request failed", "stream", req.Stream, "action", req.Action, "err", rep.Err)
+	}
+	b, err := wire.EncodeReply(&req, rep)
+	if err != nil {
+		m.log.ErrorContext(ctx, "encode reply", "stream", req.Stream, "action", req.Action, "err", err)
+		return
+	}
+	p.Send(streamapi.Frame{Head: b})
+	after()
+}
+
+// Closed implements conn.Handler: a closed connection's subscriptions go.
+func (m *Mux) Closed(c *conn.Conn) { m.hub.Drop(c) }
+
+var nothing = func() {}
+
+// subscribe handles the Channels API subscribe and unsubscribe actions:
+// data {"action": "create"|"update"|"delete", "pk": optional}, the pk also
+// accepted as payload.pk.
+func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, func()) {
+	var data struct {
+		Action *string          `json:"action"`
+		PK     json.RawMessage `json:"pk"`
+	}
+	if len(req.Data) > 0 {
+		if err := json.Unmarshal(req.Data, &data); err != nil {
+			return invalidField("data", "Expected a dictionary with a string \"action\"."), nothing
+		}
+	}
+	if data.Action == nil || *data.Action == "" {
+		return streamapi.Reply{Err: &streamapi.Error{Code: streamapi.EINVALID, Message: "action required"}}, nothing
+	}
+	kind := *data.Action
+	switch kind {
+	case streamapi.ChangeCreate, streamapi.ChangeUpdate, streamapi.ChangeDelete:
+	default:
+		return invalidField("action", "\""+kind+"\" is not a valid choice."), nothing
+	}
+	rawPK := req.PK
+	if rawPK == nil && len(data.PK) > 0 && string(data.PK) != "null" {
+		rawPK = data.PK
+	}
+	var pk any
+	if rawPK != nil {
+		var err error
+		if pk, err = res.ParsePK(rawPK); err != nil {
+			return streamapi.Reply{Err: err}, nothing
+		}
+		if kind == streamapi.ChangeCreate {
+			return invalidField("pk", "A create subscription cannot name a pk."), nothing
+		}
+	}
+	if err := res.Authorize(ctx, req.User, req.Action, pk); err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	out := map[string]any{"action": kind}
+	if pk != nil {
+		out["pk"] = pk
+	}
+	if req.Action == streamapi.ActionUnsubscribe {
+		m.hub.Unsubscribe(p, req.Stream, kind, pk)
+		return streamapi.Reply{Status: 200, Data: out}, nothing
+	}
+	return streamapi.Reply{Status: 200, Data: out}, func() { m.hub.Subscribe(p, req.Stream, kind, pk) }
+}
+
+// subscribeInstance handles the DCRF dialect: subscribe_instance answers
+// 201 (as DCRF does) after checking the object exists (404 otherwise);
+// unsubscribe_instance answers 204. Both carry data null.
+func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, func()) {
+	if req.PK == nil {
+		return streamapi.Reply{Err: streamapi.ErrNotFound}, nothing
+	}
+	pk, err := res.ParsePK(req.PK)
+	if err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	if err := res.Authorize(ctx, req.User, req.Action, pk); err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	if req.Action == streamapi.ActionUnsubscribeInstance {
+		m.hub.UnsubscribeInstance(p, req.Stream, pk)
+		return streamapi.Reply{Status: 204}, nothing
+	}
+	ok, err := res.Exists(ctx, pk)
+	switch {
+	case err != nil:
+		return streamapi.Reply{Err: err}, nothing
+	case !ok:
+		return streamapi.Reply{Err: streamapi.ErrNotFound}, nothing
+	}
+	rid := req.RequestID
+	return streamapi.Reply{Status: 201}, func() { m.hub.SubscribeInstance(p, req.Stream, pk, rid) }
+}
+
+func invalidField(name, msg string) streamapi.Reply {
+	errs := streamapi.FieldErrors{}
+	errs.Add(name, msg)
+	return streamapi.Reply{Err: errs.Err()}
+}

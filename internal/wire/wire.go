@@ -1,0 +1,211 @@
+// Package wire encodes and decodes the JSON frames of the Channels API
+// protocol and its DCRF dialect, and maps error codes to response_status.
+// It is the only package that knows the frames' shape.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+
+	"github.com/streamapi/streamapi"
+)
+
+// statuses maps error codes to response_status: the one table for the
+// WebSocket surface.
+var statuses = map[string]int{
+	streamapi.EINVALID:       400,
+	streamapi.EUNKNOWNACTION: 400,
+	streamapi.EUNAUTHORIZED:  401,
+	streamapi.EFORBIDDEN:     403,
+	streamapi.ENOTFOUND:      404,
+	streamapi.ECONFLICT:      409,
+	streamapi.ETOOMANY:       429,
+	streamapi.EINTERNAL:      500,
+}
+
+// Status returns the response_status for err (200 for nil).
+func Status(err error) int {
+	if err == nil {
+		return 200
+	}
+	if s, ok := statuses[streamapi.ErrorCode(err)]; ok {
+		return s
+	}
+	return 500
+}
+
+// Errors returns the errors list for err: [{"field": [...]}] for validation
+// errors, [message] for other *streamapi.Error values, and a generic message
+// for anything else, whose text may hold internals.
+func Errors(err error) []any {
+	var e *streamapi.Error
+	if !errors.As(err, &e) {
+		return []any{"Internal server error."}
+	}
+	if len(e.Fields) > 0 {
+		return []any{e.Fields}
+	}
+	return []any{e.Message}
+}
+
+// Request decoding errors.
+var (
+	errNotObject      = invalid("Invalid frame: expected a JSON object.")
+	errNoStream       = invalid(`Invalid frame: "stream" is required.`)
+	errStreamType     = invalid(`Invalid frame: "stream" must be a non-empty string.`)
+	errNoPayload      = invalid(`Invalid frame: "payload" is required.`)
+	errPayloadType    = invalid(`Invalid frame: "payload" must be a JSON object.`)
+	errNoAction       = invalid(`Invalid frame: "payload.action" is required.`)
+	errActionType     = invalid(`Invalid frame: "payload.action" must be a string.`)
+	errRequestIDShape = invalid(`Invalid frame: "payload.request_id" must be a string, number or null.`)
+)
+
+func invalid(msg string) *streamapi.Error {
+	return &streamapi.Error{Code: streamapi.EINVALID, Message: msg}
+}
+
+// DecodeRequest decodes a request frame. On error it still returns what it
+// could read (stream, action, request_id), so the error reply can echo them.
+func DecodeRequest(frame []byte) (streamapi.Request, error) {
+	var req streamapi.Request
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(frame, &top); err != nil || top == nil {
+		return req, errNotObject
+	}
+	rawStream, ok := top["stream"]
+	if !ok {
+		return req, errNoStream
+	}
+	if err := json.Unmarshal(rawStream, &req.Stream); err != nil || req.Stream == "" || isNull(rawStream) {
+		req.Stream = ""
+		return req, errStreamType
+	}
+	rawPayload, ok := top["payload"]
+	if !ok {
+		return req, errNoPayload
+	}
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(rawPayload, &p); err != nil || p == nil {
+		return req, errPayloadType
+	}
+	if rid, ok := p["request_id"]; ok && !isNull(rid) {
+		switch rid[0] {
+		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			req.RequestID = rid
+		default:
+			return req, errRequestIDShape
+		}
+	}
+	rawAction, ok := p["action"]
+	if !ok || isNull(rawAction) {
+		return req, errNoAction
+	}
+	if err := json.Unmarshal(rawAction, &req.Action); err != nil {
+		return req, errActionType
+	}
+	if pk, ok := p["pk"]; ok && !isNull(pk) {
+		req.PK = pk
+	}
+	if data, ok := p["data"]; ok && !isNull(data) {
+		req.Data = data
+	}
+	return req, nil
+}
+
+func isNull(raw json.RawMessage) bool { return bytes.Equal(raw, []byte("null")) }
+
+type replyFrame struct {
+	Stream  *string      `json:"stream"`
+	Payload replyPayload `json:"payload"`
+}
+
+type replyPayload struct {
+	Action         *string         `json:"action"`
+	Data           any             `json:"data"`
+	Errors         []any           `json:"errors"`
+	ResponseStatus int             `json:"response_status"`
+	RequestID      json.RawMessage `json:"request_id"`
+}
+
+// EncodeReply encodes the reply to req (whose Stream and Action may be
+// empty for a frame that could not be decoded: they are sent as null).
+func EncodeReply(req *streamapi.Request, rep streamapi.Reply) ([]byte, error) {
+	f := replyFrame{Payload: replyPayload{Errors: []any{}, RequestID: req.RequestID}}
+	if req.Stream != "" {
+		f.Stream = &req.Stream
+	}
+	if req.Action != "" {
+		f.Payload.Action = &req.Action
+	}
+	if rep.Err != nil {
+		f.Payload.ResponseStatus = Status(rep.Err)
+		f.Payload.Errors = Errors(rep.Err)
+	} else {
+		f.Payload.ResponseStatus = rep.Status
+		if f.Payload.ResponseStatus == 0 {
+			f.Payload.ResponseStatus = 200
+		}
+		f.Payload.Data = rep.Data
+	}
+	b, err := json.Marshal(f)
+	if err != nil && rep.Err == nil {
+		// The data could not be encoded: answer with an internal error
+		// rather than nothing.
+		return EncodeReply(req, streamapi.Reply{Err: err})
+	}
+	return b, err
+}
+
+type eventFrame struct {
+	Stream  string       `json:"stream"`
+	Payload eventPayload `json:"payload"`
+}
+
+type eventPayload struct {
+	Action string          `json:"action"`
+	Data   json.RawMessage `json:"data"`
+	Model  string          `json:"model"`
+	PK     json.RawMessage `json:"pk"`
+}
+
+// EncodeEvent encodes the Channels API event for c on stream:
+// {"stream", "payload": {"action", "data", "model", "pk"}}.
+func EncodeEvent(stream string, c *streamapi.Change) (streamapi.Frame, error) {
+	b, err := json.Marshal(eventFrame{Stream: stream, Payload: eventPayload{
+		Action: c.Action, Data: c.Data, Model: c.Model, PK: c.PK,
+	}})
+	return streamapi.Frame{Head: b}, err
+}
+
+type instanceFrame struct {
+	Stream  string          `json:"stream"`
+	Payload instancePayload `json:"payload"`
+}
+
+type instancePayload struct {
+	Action         string          `json:"action"`
+	Data           json.RawMessage `json:"data"`
+	Errors         []any           `json:"errors"`
+	ResponseStatus int             `json:"response_status"`
+}
+
+var instanceTail = []byte("}}")
+
+// EncodeInstanceEvent encodes the DCRF event for c on stream, leaving the
+// request_id out: the returned frame's Head and Tail go around each
+// subscription's request_id (Frame.Mid). A delete carries {"pk": PK}.
+func EncodeInstanceEvent(stream string, c *streamapi.Change) (streamapi.Frame, error) {
+	data := c.Data
+	if c.Action == streamapi.ChangeDelete {
+		data = append(append([]byte(`{"pk":`), c.PK...), '}')
+	}
+	b, err := json.Marshal(instanceFrame{Stream: stream, Payload: instancePayload{
+		Action: c.Action, Data: data, Errors: []any{}, ResponseStatus: 200,
+	}})
+	if err != nil {
+		return streamapi.Frame{}, err
+	}
+	head := append(b[:len(b)-len(instanceTail)], `,"request_id":`...)
+	return streamapi.Frame{Head: head, Tail: instanceTail}, nil
+}

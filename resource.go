@@ -1,0 +1,37 @@
+package streamapi
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Resource is what the WebSocket (and REST) surfaces need from a resource
+// declared with package resource. Applications rarely implement it by hand.
+type Resource interface {
+	// Stream returns the stream name clients address.
+	Stream() string
+	// Model returns the model label carried by events, e.g. "polls.question".
+	Model() string
+	// Init applies server-wide defaults to settings the resource left unset.
+	// The server calls it once when the resource is mounted.
+	Init(d Defaults)
+	// Serve answers every action except the subscription actions, which the
+	// server handles itself after asking Authorize and ParsePK.
+	Serve(ctx context.Context, req *Request) Reply
+	// Authorize returns PermissionDenied(u) unless u may perform action on pk.
+	Authorize(ctx context.Context, u *User, action string, pk any) error
+	// ParsePK converts a pk from the wire to the resource's key type,
+	// returning ErrNotFound when it cannot (a pk of the wrong type).
+	ParsePK(raw json.RawMessage) (any, error)
+	// Exists reports whether the object with the given key exists.
+	Exists(ctx context.Context, pk any) (bool, error)
+}
+
+// Defaults are server-wide settings a resource falls back to.
+type Defaults struct {
+	PageSize   int        // 25 when zero
+	Permission Permission // AllowAny when nil
+}
+
+// DefaultPageSize is the page size of lists when nothing else is set.
+const DefaultPageSize = 25

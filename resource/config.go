@@ -1,0 +1,94 @@
+package resource
+
+import (
+	"context"
+	"slices"
+
+	"github.com/streamapi/streamapi"
+)
+
+// Config declares a resource of model T. Stream, Label and Store are
+// required; everything else has a default.
+type Config[T any] struct {
+	// Stream is the name clients address, e.g. "questions".
+	Stream string
+	// Label is the model label events carry, "<app>.<model>".
+	Label string
+	// Store holds the objects.
+	Store streamapi.Store
+
+	// Actions lists the standard actions offered (streamapi.Action*
+	// constants); nil offers them all. ReadOnly offers retrieve, list and
+	// the subscriptions. Custom actions are always offered.
+	Actions []string
+	// Permission decides per (user, action, pk); nil uses the server's
+	// default, itself AllowAny unless set.
+	Permission streamapi.Permission
+	// PageSize is the number of objects per list page; zero uses the
+	// server's default (25 unless set).
+	PageSize int
+
+	// Defaults fills in default values of a new object before the request's
+	// data is applied.
+	Defaults func(ctx context.Context, obj *T)
+	// Validate runs after the field rules pass, for rules that need more
+	// than one field or the database. Return FieldErrors.Err() (or any
+	// *streamapi.Error). action is create, update or patch.
+	Validate func(ctx context.Context, obj *T, action string) error
+	// BeforeDelete runs in the delete's transaction, before the row goes:
+	// the place to delete dependent objects through their own resources,
+	// so their subscribers hear about it too.
+	BeforeDelete func(ctx context.Context, obj *T) error
+
+	// DetailActions are custom actions on one object.
+	DetailActions []DetailAction[T]
+	// ListActions are custom actions on the collection.
+	ListActions []ListAction
+}
+
+// DetailAction is a custom action on one object, the counterpart of
+// Channels API's @detail_action. The object is loaded (404 when it does not
+// exist) inside a write transaction that Func runs in, so a read-modify-write
+// through the resource is atomic.
+type DetailAction[T any] struct {
+	// Name is the action's name in Go (logs, docs), e.g. "Vote".
+	Name string
+	// WireName is its name on the wire, e.g. "vote"; Name when empty.
+	WireName string
+	// Func performs it. It returns the reply's data and status (0 means
+	// 200), or an error, formatted like every other error.
+	Func func(ctx context.Context, req *streamapi.Request, obj *T) (data any, status int, err error)
+}
+
+// ListAction is a custom action on the collection, the counterpart of
+// Channels API's @list_action.
+type ListAction struct {
+	Name     string
+	WireName string
+	Func     func(ctx context.Context, req *streamapi.Request) (data any, status int, err error)
+}
+
+func wireName(name, wire string) string {
+	if wire != "" {
+		return wire
+	}
+	return name
+}
+
+// AllActions lists every standard action.
+var AllActions = []string{
+	streamapi.ActionCreate, streamapi.ActionRetrieve, streamapi.ActionUpdate,
+	streamapi.ActionPatch, streamapi.ActionDelete, streamapi.ActionList,
+	streamapi.ActionSubscribe, streamapi.ActionUnsubscribe,
+	streamapi.ActionSubscribeInstance, streamapi.ActionUnsubscribeInstance,
+}
+
+// ReadOnly lists the actions of a read-only resource, the counterpart of
+// ReadOnlyResourceBinding: retrieve, list and the subscriptions.
+var ReadOnly = []string{
+	streamapi.ActionRetrieve, streamapi.ActionList,
+	streamapi.ActionSubscribe, streamapi.ActionUnsubscribe,
+	streamapi.ActionSubscribeInstance, streamapi.ActionUnsubscribeInstance,
+}
+
+func isStandard(action string) bool { return slices.Contains(AllActions, action) }

@@ -1,0 +1,457 @@
+package resource
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-playground/validator/v10"
+	"github.com/streamapi/streamapi"
+)
+
+// Resource is a declared resource of model T. It implements
+// streamapi.Resource for the server, and offers a typed Go API (Get,
+// Create, Update, Delete, List) whose writes publish events like any other.
+type Resource[T any] struct {
+	cfg      Config[T]
+	table    streamapi.Table
+	fields   []field
+	pkIndex  []int
+	validate *validator.Validate
+	actions  []string
+	detail   map[string]*DetailAction[T]
+	list     map[string]*ListAction
+	perm     streamapi.Permission
+	pageSize int
+}
+
+var _ streamapi.Resource = (*Resource[struct{}])(nil)
+
+// New declares a resource. It fails when the configuration is incomplete or
+// the model has no usable primary key.
+func New[T any](cfg Config[T]) (*Resource[T], error) {
+	var zero T
+	t := reflect.TypeOf(zero)
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil, fmt.Errorf("resource: model must be a struct type, got %T", zero)
+	}
+	switch {
+	case cfg.Stream == "":
+		return nil, errors.New("resource: Stream is required")
+	case cfg.Label == "":
+		return nil, fmt.Errorf("resource %s: Label is required (\"<app>.<model>\")", cfg.Stream)
+	case cfg.Store == nil:
+		return nil, fmt.Errorf("resource %s: Store is required", cfg.Stream)
+	case cfg.PageSize < 0:
+		return nil, fmt.Errorf("resource %s: PageSize must not be negative", cfg.Stream)
+	}
+	table, err := cfg.Store.Table((*T)(nil), cfg.Label)
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", cfg.Stream, err)
+	}
+	r := &Resource[T]{
+		cfg:      cfg,
+		table:    table,
+		validate: validator.New(validator.WithRequiredStructEnabled()),
+		detail:   make(map[string]*DetailAction[T]),
+		list:     make(map[string]*ListAction),
+		perm:     cfg.Permission,
+		pageSize: cfg.PageSize,
+	}
+	r.pkIndex, err = pkIndex(t)
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", cfg.Stream, err)
+	}
+	if r.fields, err = fields(t, r.pkIndex); err != nil {
+		return nil, fmt.Errorf("resource %s: %w", cfg.Stream, err)
+	}
+	r.actions = cfg.Actions
+	if r.actions == nil {
+		r.actions = AllActions
+	}
+	for _, a := range r.actions {
+		if !isStandard(a) {
+			return nil, fmt.Errorf("resource %s: unknown standard action %q in Actions", cfg.Stream, a)
+		}
+	}
+	for i := range cfg.DetailActions {
+		a := &cfg.DetailActions[i]
+		if err := r.addCustom(wireName(a.Name, a.WireName), a.Func == nil); err != nil {
+			return nil, err
+		}
+		r.detail[wireName(a.Name, a.WireName)] = a
+	}
+	for i := range cfg.ListActions {
+		a := &cfg.ListActions[i]
+		if err := r.addCustom(wireName(a.Name, a.WireName), a.Func == nil); err != nil {
+			return nil, err
+		}
+		r.list[wireName(a.Name, a.WireName)] = a
+	}
+	return r, nil
+}
+
+func (r *Resource[T]) addCustom(name string, noFunc bool) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("resource %s: a custom action has no name", r.cfg.Stream)
+	case noFunc:
+		return fmt.Errorf("resource %s: custom action %q has no Func", r.cfg.Stream, name)
+	case isStandard(name):
+		return fmt.Errorf("resource %s: custom action %q shadows a standard action", r.cfg.Stream, name)
+	case r.detail[name] != nil || r.list[name] != nil:
+		return fmt.Errorf("resource %s: custom action %q declared twice", r.cfg.Stream, name)
+	}
+	return nil
+}
+
+// pkIndex finds the primary key field: the one with bun's ",pk" option.
+func pkIndex(t reflect.Type) ([]int, error) {
+	for _, f := range reflect.VisibleFields(t) {
+		opts := strings.Split(f.Tag.Get("bun"), ",")
+		if len(opts) > 1 && slices.Contains(opts[1:], "pk") {
+			return f.Index, nil
+		}
+	}
+	return nil, fmt.Errorf("model %s has no primary key field (bun:\",pk\")", t)
+}
+
+// Stream returns the stream name.
+func (r *Resource[T]) Stream() string { return r.cfg.Stream }
+
+// Model returns the model label.
+func (r *Resource[T]) Model() string { return r.cfg.Label }
+
+// Table returns the store table, for queries the typed API does not cover.
+func (r *Resource[T]) Table() streamapi.Table { return r.table }
+
+// Init applies server defaults to unset settings.
+func (r *Resource[T]) Init(d streamapi.Defaults) {
+	if r.cfg.Permission == nil {
+		r.perm = d.Permission
+	}
+	if r.cfg.PageSize == 0 {
+		r.pageSize = d.PageSize
+	}
+}
+
+func (r *Resource[T]) permission() streamapi.Permission {
+	if r.perm == nil {
+		return streamapi.AllowAny
+	}
+	return r.perm
+}
+
+func (r *Resource[T]) limit() int {
+	if r.pageSize <= 0 {
+		return streamapi.DefaultPageSize
+	}
+	return r.pageSize
+}
+
+// Authorize checks the permission, then that the action is offered:
+// PermissionDenied, or ErrInvalidAction.
+func (r *Resource[T]) Authorize(ctx context.Context, u *streamapi.User, action string, pk any) error {
+	if !r.permission().HasPermission(ctx, u, action, pk) {
+		return streamapi.PermissionDenied(u)
+	}
+	if !r.offers(action) {
+		return streamapi.ErrInvalidAction
+	}
+	return nil
+}
+
+func (r *Resource[T]) offers(action string) bool {
+	if isStandard(action) {
+		return slices.Contains(r.actions, action)
+	}
+	return r.detail[action] != nil || r.list[action] != nil
+}
+
+// ParsePK converts a wire pk to the key type: an integer key accepts 7 and
+// "7"; a string key accepts any string or number. Anything else is
+// ErrNotFound, as Django's lookup of a malformed pk is.
+func (r *Resource[T]) ParsePK(raw json.RawMessage) (any, error) {
+	if len(raw) == 0 {
+		return nil, streamapi.ErrNotFound
+	}
+	typ := r.table.PKType()
+	text := string(raw)
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &text); err != nil {
+			return nil, streamapi.ErrNotFound
+		}
+	} else if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return nil, streamapi.ErrNotFound
+	}
+	switch {
+	case typ.Kind() == reflect.String:
+		return reflect.ValueOf(text).Convert(typ).Interface(), nil
+	case isIntKind(typ):
+		v := reflect.New(typ).Elem()
+		if strings.HasPrefix(typ.Kind().String(), "uint") {
+			n, err := strconv.ParseUint(text, 10, typ.Bits())
+			if err != nil {
+				return nil, streamapi.ErrNotFound
+			}
+			v.SetUint(n)
+		} else {
+			n, err := strconv.ParseInt(text, 10, typ.Bits())
+			if err != nil {
+				return nil, streamapi.ErrNotFound
+			}
+			v.SetInt(n)
+		}
+		return v.Interface(), nil
+	}
+	return nil, fmt.Errorf("resource %s: unsupported primary key type %s", r.cfg.Stream, typ)
+}
+
+// Exists reports whether the object with key pk exists.
+func (r *Resource[T]) Exists(ctx context.Context, pk any) (bool, error) {
+	_, err := r.Get(ctx, pk)
+	if streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Serve answers a request for any action but the subscriptions.
+func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streamapi.Reply {
+	var pk any
+	var pkErr error
+	if req.PK != nil {
+		pk, pkErr = r.ParsePK(req.PK)
+	}
+	if err := r.Authorize(ctx, req.User, req.Action, pk); err != nil {
+		return streamapi.Reply{Err: err}
+	}
+	needsPK := r.detail[req.Action] != nil
+	switch req.Action {
+	case streamapi.ActionRetrieve, streamapi.ActionUpdate, streamapi.ActionPatch, streamapi.ActionDelete:
+		needsPK = true
+	}
+	if needsPK && (req.PK == nil || pkErr != nil) {
+		return streamapi.Reply{Err: streamapi.ErrNotFound}
+	}
+	switch req.Action {
+	case streamapi.ActionCreate:
+		obj, err := r.create(ctx, req.Data)
+		return reply(obj, 201, err)
+	case streamapi.ActionRetrieve:
+		obj, err := r.Get(ctx, pk)
+		return reply(obj, 200, err)
+	case streamapi.ActionUpdate, streamapi.ActionPatch:
+		obj, err := r.change(ctx, pk, req.Data, req.Action)
+		return reply(obj, 200, err)
+	case streamapi.ActionDelete:
+		err := r.Delete(ctx, pk)
+		return reply(struct{}{}, 200, err)
+	case streamapi.ActionList:
+		page, err := pageNumber(req.Data)
+		if err != nil {
+			return streamapi.Reply{Err: err}
+		}
+		objs, err := r.page(ctx, page)
+		return reply(objs, 200, err)
+	}
+	if a := r.detail[req.Action]; a != nil {
+		var data any
+		var status int
+		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+			obj, err := r.Get(ctx, pk)
+			if err != nil {
+				return err
+			}
+			data, status, err = a.Func(ctx, req, obj)
+			return err
+		})
+		return reply(data, status, err)
+	}
+	if a := r.list[req.Action]; a != nil {
+		data, status, err := a.Func(ctx, req)
+		return reply(data, status, err)
+	}
+	// Subscription actions never reach Serve; the server handles them.
+	return streamapi.Reply{Err: streamapi.ErrInvalidAction}
+}
+
+func reply(data any, status int, err error) streamapi.Reply {
+	if err != nil {
+		return streamapi.Reply{Err: err}
+	}
+	if status == 0 {
+		status = 200
+	}
+	return streamapi.Reply{Status: status, Data: data}
+}
+
+// pageNumber reads data.page: a positive integer, as a number or a string;
+// 1 when absent.
+func pageNumber(data json.RawMessage) (int, error) {
+	if len(data) == 0 {
+		return 1, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil || m == nil {
+		return 0, notADict(data)
+	}
+	raw, ok := m["page"]
+	if !ok || string(raw) == "null" {
+		return 1, nil
+	}
+	text := string(raw)
+	if raw[0] == '"' {
+		_ = json.Unmarshal(raw, &text)
+	}
+	n, err := strconv.Atoi(text)
+	if err != nil || n < 1 {
+		return 0, streamapi.ErrInvalidPage
+	}
+	return n, nil
+}
+
+func (r *Resource[T]) page(ctx context.Context, page int) ([]T, error) {
+	limit := r.limit()
+	objs := make([]T, 0, limit)
+	if err := r.table.List(ctx, &objs, streamapi.ListQuery{Offset: (page - 1) * limit, Limit: limit}); err != nil {
+		return nil, err
+	}
+	if len(objs) == 0 && page > 1 {
+		return nil, streamapi.ErrInvalidPage
+	}
+	return objs, nil
+}
+
+// create builds a new object from data: defaults, then fields, then rules.
+func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, error) {
+	obj := new(T)
+	if r.cfg.Defaults != nil {
+		r.cfg.Defaults(ctx, obj)
+	}
+	errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
+		return nil, err
+	}
+	if err := r.table.Insert(ctx, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// change applies data to the stored object in one transaction: all
+// required fields for update, only those sent for patch.
+func (r *Resource[T]) change(ctx context.Context, pk any, data json.RawMessage, action string) (*T, error) {
+	var obj *T
+	err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		var err error
+		if obj, err = r.Get(ctx, pk); err != nil {
+			return err
+		}
+		partial := action == streamapi.ActionPatch
+		errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, partial)
+		if err != nil {
+			return err
+		}
+		if err := r.check(ctx, obj, action, errs); err != nil {
+			return err
+		}
+		return r.table.Update(ctx, obj)
+	})
+	return obj, err
+}
+
+// Get loads the object with key pk; ENOTFOUND when there is none.
+func (r *Resource[T]) Get(ctx context.Context, pk any) (*T, error) {
+	obj := new(T)
+	if err := r.table.Get(ctx, obj, pk); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// List loads one page of objects in primary key order.
+func (r *Resource[T]) List(ctx context.Context, q streamapi.ListQuery) ([]T, error) {
+	objs := make([]T, 0, q.Limit)
+	err := r.table.List(ctx, &objs, q)
+	return objs, err
+}
+
+// Create validates obj with the field rules and the Validate hook, then
+// stores it; subscribers get a create event after commit.
+func (r *Resource[T]) Create(ctx context.Context, obj *T) error {
+	if err := r.check(ctx, obj, streamapi.ActionCreate, nil); err != nil {
+		return err
+	}
+	return r.table.Insert(ctx, obj)
+}
+
+// Update validates obj and overwrites the stored object with its key;
+// subscribers get an update event after commit.
+func (r *Resource[T]) Update(ctx context.Context, obj *T) error {
+	if err := r.check(ctx, obj, streamapi.ActionUpdate, nil); err != nil {
+		return err
+	}
+	return r.table.Update(ctx, obj)
+}
+
+// Delete removes the object with key pk, running BeforeDelete in the same
+// transaction; subscribers get a delete event carrying the object as it was.
+func (r *Resource[T]) Delete(ctx context.Context, pk any) error {
+	return r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		obj, err := r.Get(ctx, pk)
+		if err != nil {
+			return err
+		}
+		if r.cfg.BeforeDelete != nil {
+			if err := r.cfg.BeforeDelete(ctx, obj); err != nil {
+				return err
+			}
+		}
+		return r.table.Delete(ctx, obj)
+	})
+}
+
+// check runs the field rules over every writable field not already in
+// errs (the decoding errors, which it adds to), then the Validate hook.
+func (r *Resource[T]) check(ctx context.Context, obj *T, action string, errs streamapi.FieldErrors) error {
+	v := reflect.ValueOf(obj).Elem()
+	if errs == nil {
+		errs = streamapi.FieldErrors{}
+	}
+	for i := range r.fields {
+		f := &r.fields[i]
+		if f.readOnly || errs[f.name] != nil {
+			continue
+		}
+		fv := v.FieldByIndex(f.index)
+		// Presence is checked when decoding; in a Go value only a blank
+		// string is recognisably missing.
+		if f.required && f.typ.Kind() == reflect.String && strings.TrimSpace(fv.String()) == "" {
+			errs.Add(f.name, "This field may not be blank.")
+			continue
+		}
+		if f.rules != "" {
+			if err := r.validate.Var(fv.Interface(), f.rules); err != nil {
+				for _, msg := range ruleMessages(err, fv) {
+					errs.Add(f.name, msg)
+				}
+			}
+		}
+	}
+	if err := errs.Err(); err != nil {
+		return err
+	}
+	if r.cfg.Validate != nil {
+		return r.cfg.Validate(ctx, obj, action)
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+// Package server assembles streamapi's HTTP surface: the WebSocket endpoint
+// (the demultiplexer, stream → resource), the debugger page and a health
+// check, over resources declared with package resource.
+//
+// Mount the pieces on your own mux:
+//
+//	api, err := server.New(ctx, server.Config{Resources: []streamapi.Resource{questions}, Broker: broker})
+//	mux.Handle("/ws", api)                          // the WebSocket
+//	mux.Handle("/channels-api/", api.Debugger("/ws")) // optional, for development
+//
+// or take them all at once with Handler. Shutdown closes every socket with
+// 1001 after writing what was queued.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync/atomic"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/conn"
+	"github.com/streamapi/streamapi/internal/debugger"
+	"github.com/streamapi/streamapi/internal/hub"
+	"github.com/streamapi/streamapi/internal/mux"
+)
+
+// Config configures a Server. Resources and Broker are required.
+type Config struct {
+	// Resources are served under their stream names, which must be unique.
+	Resources []streamapi.Resource
+	// Broker carries committed changes to this server's subscribers: the
+	// same broker the store publishes to.
+	Broker streamapi.Broker
+	// Authenticator finds the user of each WebSocket handshake; nil treats
+	// everyone as anonymous.
+	Authenticator streamapi.Authenticator
+	// PageSize is the default list page size (25 when zero); a resource's
+	// own PageSize wins.
+	PageSize int
+	// Permission is the default permission (AllowAny when nil); a
+	// resource's own Permission wins.
+	Permission streamapi.Permission
+	// Conn sets per-connection limits (frame size, queue depth, rate);
+	// zero fields take safe defaults (see conn.Options in the docs).
+	Conn ConnLimits
+	// Debug serves the debugger page from Handler at /channels-api/.
+	Debug bool
+	// Logger receives the server's logs; nil uses slog.Default().
+	Logger *slog.Logger
+}
+
+// ConnLimits are the limits of each WebSocket connection.
+type ConnLimits struct {
+	// MaxFrameBytes is the largest inbound frame; bigger ones close the
+	// connection with 1009. Default 1 MiB.
+	MaxFrameBytes int
+	// MaxQueue is the outbound queue bound in frames; a client that falls
+	// further behind is closed with 1008. Default 1024.
+	MaxQueue int
+	// Rate and Burst cap inbound frames per second per connection, by
+	// pausing reads (backpressure). Defaults 200 and 400; negative Rate
+	// disables it.
+	Rate  float64
+	Burst int
+}
+
+// Server serves resources over WebSocket.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	hub      *hub.Hub
+	up       *conn.Upgrader
+	streams  []string
+	cancels  []func()
+	draining atomic.Bool
+}
+
+// New builds a server and subscribes it to the broker, once per model.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Broker == nil {
+		return nil, errors.New("server: Broker is required")
+	}
+	if len(cfg.Resources) == 0 {
+		return nil, errors.New("server: no Resources")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.Authenticator == nil {
+		cfg.Authenticator = streamapi.Anonymous
+	}
+	s := &Server{cfg: cfg, log: log, hub: hub.New(log)}
+	byStream := make(map[string]streamapi.Resource, len(cfg.Resources))
+	models := map[string]bool{}
+	for _, r := range cfg.Resources {
+		if byStream[r.Stream()] != nil {
+			return nil, fmt.Errorf("server: stream %q declared twice", r.Stream())
+		}
+		r.Init(streamapi.Defaults{PageSize: cfg.PageSize, Permission: cfg.Permission})
+		byStream[r.Stream()] = r
+		s.streams = append(s.streams, r.Stream())
+		s.hub.Bind(r.Model(), r.Stream())
+		models[r.Model()] = true
+	}
+	sort.Strings(s.streams)
+	for model := range models {
+		cancel, err := cfg.Broker.Subscribe(ctx, model, s.hub.Publish)
+		if err != nil {
+			s.unsubscribe()
+			return nil, fmt.Errorf("server: subscribe to %s: %w", model, err)
+		}
+		s.cancels = append(s.cancels, cancel)
+	}
+	s.up = conn.NewUpgrader(mux.New(byStream, s.hub, log), conn.Options{
+		MaxFrameBytes: cfg.Conn.MaxFrameBytes,
+		MaxQueue:      cfg.Conn.MaxQueue,
+		Rate:          cfg.Conn.Rate,
+		Burst:         cfg.Conn.Burst,
+		Logger:        log,
+	})
+	return s, nil
+}
+
+func (s *Server) unsubscribe() {
+	for _, c := range s.cancels {
+		c()
+	}
+	s.cancels = nil
+}
+
+// ServeHTTP upgrades the request to a WebSocket and serves it. The
+// Authenticator sees the handshake request; its error refuses the
+// handshake with 401.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	user, err := s.cfg.Authenticator.Authenticate(r)
+	if err != nil {
+		http.Error(w, "Authentication failed.", http.StatusUnauthorized)
+		return
+	}
+	if err := s.up.Accept(w, r, user); err != nil && !errors.Is(err, conn.ErrDraining) {
+		s.log.DebugContext(r.Context(), "websocket handshake failed", "remote", r.RemoteAddr, "err", err)
+	}
+}
+
+// Debugger returns the debugger page, connecting to socketPath.
+func (s *Server) Debugger(socketPath string) http.Handler {
+	return debugger.Handler(debugger.Options{SocketPath: socketPath, Streams: s.streams})
+}
+
+// Handler returns an http.Handler serving the WebSocket at /ws, GET
+// /healthz (200 while serving, 503 once shutting down) and, when Debug is
+// set, the debugger page at /channels-api/.
+func (s *Server) Handler() http.Handler {
+	m := http.NewServeMux()
+	m.Handle("/ws", s)
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	if s.cfg.Debug {
+		m.Handle("/channels-api/", s.Debugger("/ws"))
+	}
+	return m
+}
+
+// Connections returns the number of open WebSocket connections.
+func (s *Server) Connections() int { return s.up.Len() }
+
+// Shutdown stops taking frames and connections, lets requests in progress
+// finish, writes every queued frame, closes each socket with 1001 and drops
+// the broker subscriptions. It returns early with ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	err := s.up.Shutdown(ctx)
+	s.unsubscribe()
+	return err
+}

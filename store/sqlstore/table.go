@@ -1,0 +1,144 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+
+	"github.com/streamapi/streamapi"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/schema"
+	"modernc.org/sqlite"
+)
+
+type table struct {
+	db      *DB
+	label   string
+	typ     reflect.Type // the struct type
+	pk      *schema.Field
+	columns map[string]bool
+}
+
+var _ streamapi.Table = (*table)(nil)
+
+// Table returns the table of model, a pointer to a struct with bun tags and
+// exactly one primary key column.
+func (db *DB) Table(model any, label string) (streamapi.Table, error) {
+	typ := reflect.TypeOf(model)
+	if typ == nil || typ.Kind() != reflect.Pointer || typ.Elem().Kind() != reflect.Struct {
+		return nil, fmt.Errorf("sqlstore: table %s: model must be a pointer to a struct, got %T", label, model)
+	}
+	meta := db.w.Table(typ.Elem())
+	if len(meta.PKs) != 1 {
+		return nil, fmt.Errorf("sqlstore: table %s: model %s needs exactly one bun primary key (bun:\",pk\"), has %d", label, typ.Elem(), len(meta.PKs))
+	}
+	cols := make(map[string]bool, len(meta.Fields))
+	for _, f := range meta.Fields {
+		cols[f.Name] = true
+	}
+	return &table{db: db, label: label, typ: typ.Elem(), pk: meta.PKs[0], columns: cols}, nil
+}
+
+func (t *table) Label() string        { return t.label }
+func (t *table) PKType() reflect.Type { return t.pk.IndirectType }
+
+func (t *table) Get(ctx context.Context, dst any, pk any) error {
+	err := t.db.idb(ctx).NewSelect().Model(dst).
+		Where("? = ?", bun.Ident(t.pk.Name), pk).
+		Limit(1).Scan(ctx)
+	if err != nil {
+		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
+	}
+	return nil
+}
+
+func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error {
+	sel := t.db.idb(ctx).NewSelect().Model(dst).OrderExpr("? ASC", bun.Ident(t.pk.Name))
+	for col, v := range q.Equal {
+		if _, ok := t.columns[col]; !ok {
+			return streamapi.Errorf(streamapi.EINVALID, "list %s: no column %q", t.label, col)
+		}
+		sel = sel.Where("? = ?", bun.Ident(col), v)
+	}
+	if q.Limit > 0 {
+		sel = sel.Limit(int64(q.Limit))
+	}
+	if q.Offset > 0 {
+		sel = sel.Offset(int64(q.Offset))
+	}
+	if err := sel.Scan(ctx); err != nil {
+		return fmt.Errorf("list %s: %w", t.label, mapErr(err))
+	}
+	return nil
+}
+
+func (t *table) Insert(ctx context.Context, obj any) error {
+	return t.write(ctx, streamapi.ChangeCreate, obj, func(tx bun.Tx) (sql.Result, error) {
+		return tx.NewInsert().Model(obj).Returning("*").Exec(ctx)
+	})
+}
+
+func (t *table) Update(ctx context.Context, obj any) error {
+	return t.write(ctx, streamapi.ChangeUpdate, obj, func(tx bun.Tx) (sql.Result, error) {
+		return tx.NewUpdate().Model(obj).WherePK().Returning("*").Exec(ctx)
+	})
+}
+
+func (t *table) Delete(ctx context.Context, obj any) error {
+	return t.write(ctx, streamapi.ChangeDelete, obj, func(tx bun.Tx) (sql.Result, error) {
+		return tx.NewDelete().Model(obj).WherePK().Exec(ctx)
+	})
+}
+
+// write runs one statement in the context's transaction (or a new one) and
+// records its change for publication after commit.
+func (t *table) write(ctx context.Context, action string, obj any, exec func(bun.Tx) (sql.Result, error)) error {
+	v := reflect.ValueOf(obj)
+	if v.Kind() != reflect.Pointer || v.Elem().Type() != t.typ {
+		return fmt.Errorf("sqlstore: %s %s: want *%s, got %T", action, t.label, t.typ, obj)
+	}
+	return t.db.Tx(ctx, func(ctx context.Context) error {
+		st := t.db.txFrom(ctx)
+		res, err := exec(st.tx)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return fmt.Errorf("%s %s: %w", action, t.label, streamapi.ErrNotFound)
+		}
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return fmt.Errorf("%s %s: encode: %w", action, t.label, err)
+		}
+		pk := v.Elem().FieldByIndex(t.pk.Index).Interface()
+		st.changes = append(st.changes, streamapi.Change{
+			Model:  t.label,
+			Action: action,
+			PK:     streamapi.EncodePK(pk),
+			Data:   data,
+		})
+		return nil
+	})
+}
+
+// sqliteConstraint is SQLITE_CONSTRAINT, the primary code of every
+// constraint failure (unique, foreign key, check, not null).
+const sqliteConstraint = 19
+
+var errConflict = &streamapi.Error{Code: streamapi.ECONFLICT, Message: "The write conflicts with existing data."}
+
+// mapErr turns driver errors into streamapi errors where one fits.
+func mapErr(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return streamapi.ErrNotFound
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqliteConstraint {
+		// The message stays generic: constraint texts name tables and columns.
+		return fmt.Errorf("%w (%v)", errConflict, se)
+	}
+	return err
+}
