@@ -27,7 +27,7 @@ type Hub struct {
 	log *slog.Logger
 
 	mu      sync.RWMutex
-	streams map[string][]string        // model label → streams bound to it
+	streams map[string][]string // model label → streams bound to it
 	subs    map[subKey]map[streamapi.Peer]struct{}
 	inst    map[instKey]map[instSub][]byte // value: the request_id bytes, made once
 	byPeer  map[streamapi.Peer]*peerSubs

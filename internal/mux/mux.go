@@ -88,7 +88,7 @@ var nothing = func() {}
 // accepted as payload.pk.
 func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, func()) {
 	var data struct {
-		Action *string          `json:"action"`
+		Action *string         `json:"action"`
 		PK     json.RawMessage `json:"pk"`
 	}
 	if len(req.Data) > 0 {

@@ -1,0 +1,363 @@
+// Package storetest is the conformance suite every streamapi.Store passes:
+// reads, writes, not-found, transactions, and changes published once, after
+// commit, never for a rolled-back write.
+package storetest
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamapi/streamapi"
+	"github.com/uptrace/bun"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Migrations returns the suite's schema (table storetest_widget), one
+// folder per dialect; a Factory must apply it.
+func Migrations() fs.FS {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+// Widget is the suite's model.
+type Widget struct {
+	bun.BaseModel `bun:"table:storetest_widget"`
+	ID            int64  `bun:"id,pk,autoincrement" json:"id"`
+	Name          string `bun:"name,notnull" json:"name"`
+	Size          int64  `bun:"size,notnull" json:"size"`
+}
+
+// Label is the model label of Widget in the suite.
+const Label = "storetest.widget"
+
+// Factory opens a new, empty store with the suite's schema applied, whose
+// committed changes go to pub.
+type Factory func(t testing.TB, pub streamapi.Publisher) streamapi.Store
+
+// Recorder is a Publisher that keeps what it receives.
+type Recorder struct {
+	mu      sync.Mutex
+	changes []streamapi.Change
+}
+
+// Publish records changes.
+func (r *Recorder) Publish(_ context.Context, cs ...streamapi.Change) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.changes = append(r.changes, cs...)
+	return nil
+}
+
+// Changes returns a copy of what was published.
+func (r *Recorder) Changes() []streamapi.Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]streamapi.Change(nil), r.changes...)
+}
+
+// Run runs the suite against stores made by open.
+func Run(t *testing.T, open Factory) {
+	ctx := context.Background()
+	setup := func(t *testing.T) (streamapi.Store, streamapi.Table, *Recorder) {
+		t.Helper()
+		rec := &Recorder{}
+		s := open(t, rec)
+		tb, err := s.Table((*Widget)(nil), Label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, tb, rec
+	}
+	// insert writes through ctx: inside a Tx, pass the Tx's context, or the
+	// write waits for the transaction's own connection.
+	insert := func(ctx context.Context, t *testing.T, tb streamapi.Table, name string, size int64) *Widget {
+		t.Helper()
+		w := &Widget{Name: name, Size: size}
+		if err := tb.Insert(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+
+	t.Run("TableRejectsNonStruct", func(t *testing.T) {
+		s, _, _ := setup(t)
+		if _, err := s.Table(Widget{}, Label); err == nil {
+			t.Fatal("Table accepted a non-pointer model")
+		}
+	})
+
+	t.Run("InsertGet", func(t *testing.T) {
+		_, tb, _ := setup(t)
+		w := insert(ctx, t, tb, "a", 3)
+		if w.ID == 0 {
+			t.Fatal("Insert did not fill the primary key")
+		}
+		var got Widget
+		if err := tb.Get(ctx, &got, w.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != w.ID || got.Name != "a" || got.Size != 3 {
+			t.Fatalf("got %+v, want %+v", got, *w)
+		}
+		if tb.PKType().Kind().String() != "int64" {
+			t.Fatalf("PKType %v, want int64", tb.PKType())
+		}
+	})
+
+	t.Run("NotFound", func(t *testing.T) {
+		_, tb, rec := setup(t)
+		var w Widget
+		if code := streamapi.ErrorCode(tb.Get(ctx, &w, int64(999))); code != streamapi.ENOTFOUND {
+			t.Errorf("Get: code %q, want not_found", code)
+		}
+		if code := streamapi.ErrorCode(tb.Update(ctx, &Widget{ID: 999, Name: "x"})); code != streamapi.ENOTFOUND {
+			t.Errorf("Update: code %q, want not_found", code)
+		}
+		if code := streamapi.ErrorCode(tb.Delete(ctx, &Widget{ID: 999})); code != streamapi.ENOTFOUND {
+			t.Errorf("Delete: code %q, want not_found", code)
+		}
+		if n := len(rec.Changes()); n != 0 {
+			t.Errorf("%d changes published for failed writes", n)
+		}
+	})
+
+	t.Run("List", func(t *testing.T) {
+		_, tb, _ := setup(t)
+		for i := 0; i < 7; i++ {
+			insert(ctx, t, tb, fmt.Sprintf("w%d", i), int64(i%2))
+		}
+		var page []Widget
+		if err := tb.List(ctx, &page, streamapi.ListQuery{Offset: 2, Limit: 3}); err != nil {
+			t.Fatal(err)
+		}
+		if len(page) != 3 || page[0].Name != "w2" || page[2].Name != "w4" {
+			t.Fatalf("page %+v, want w2..w4", page)
+		}
+		var odd []Widget
+		if err := tb.List(ctx, &odd, streamapi.ListQuery{Equal: map[string]any{"size": 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if len(odd) != 3 {
+			t.Fatalf("Equal size=1 gave %d rows, want 3", len(odd))
+		}
+		var none []Widget
+		if err := tb.List(ctx, &none, streamapi.ListQuery{Offset: 100, Limit: 5}); err != nil || len(none) != 0 {
+			t.Fatalf("past the end: %v rows, err %v", len(none), err)
+		}
+		err := tb.List(ctx, &none, streamapi.ListQuery{Equal: map[string]any{"name; DROP TABLE storetest_widget": 1}})
+		if code := streamapi.ErrorCode(err); code != streamapi.EINVALID {
+			t.Fatalf("unknown column: code %q, want invalid", code)
+		}
+	})
+
+	t.Run("UpdateDelete", func(t *testing.T) {
+		_, tb, _ := setup(t)
+		w := insert(ctx, t, tb, "a", 1)
+		w.Size = 9
+		if err := tb.Update(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		var got Widget
+		if err := tb.Get(ctx, &got, w.ID); err != nil || got.Size != 9 {
+			t.Fatalf("after update: %+v, %v", got, err)
+		}
+		if err := tb.Delete(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		if code := streamapi.ErrorCode(tb.Get(ctx, &got, w.ID)); code != streamapi.ENOTFOUND {
+			t.Fatalf("after delete: code %q", code)
+		}
+	})
+
+	t.Run("ConstraintIsConflict", func(t *testing.T) {
+		_, tb, rec := setup(t)
+		insert(ctx, t, tb, "same", 1)
+		err := tb.Insert(ctx, &Widget{Name: "same"})
+		if code := streamapi.ErrorCode(err); code != streamapi.ECONFLICT {
+			t.Fatalf("duplicate unique name: code %q (%v), want conflict", code, err)
+		}
+		if n := len(rec.Changes()); n != 1 {
+			t.Fatalf("%d changes published, want 1", n)
+		}
+	})
+
+	t.Run("PublishesEachWrite", func(t *testing.T) {
+		_, tb, rec := setup(t)
+		w := insert(ctx, t, tb, "a", 1)
+		w.Size = 2
+		if err := tb.Update(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.Delete(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		got := rec.Changes()
+		if len(got) != 3 {
+			t.Fatalf("%d changes, want 3", len(got))
+		}
+		pk := fmt.Sprint(w.ID)
+		for i, action := range []string{"create", "update", "delete"} {
+			c := got[i]
+			if c.Model != Label || c.Action != action || string(c.PK) != pk {
+				t.Errorf("change %d: %s %s pk %s, want %s %s pk %s", i, c.Model, c.Action, c.PK, Label, action, pk)
+			}
+			var data Widget
+			if err := json.Unmarshal(c.Data, &data); err != nil || data.ID != w.ID {
+				t.Errorf("change %d: data %s", i, c.Data)
+			}
+		}
+		var deleted Widget
+		_ = json.Unmarshal(got[2].Data, &deleted)
+		if deleted.Name != "a" || deleted.Size != 2 {
+			t.Errorf("delete carries %+v, want the object as it was", deleted)
+		}
+	})
+
+	t.Run("TxCommitPublishesAfterCommitInOrder", func(t *testing.T) {
+		s, tb, rec := setup(t)
+		err := s.Tx(ctx, func(ctx context.Context) error {
+			a := insert(ctx, t, tb, "a", 1)
+			insert(ctx, t, tb, "b", 2)
+			if n := len(rec.Changes()); n != 0 {
+				return fmt.Errorf("%d changes published before commit", n)
+			}
+			// Reads in the transaction see its writes.
+			var got Widget
+			if err := tb.Get(ctx, &got, a.ID); err != nil {
+				return fmt.Errorf("read own write: %w", err)
+			}
+			// Nested Tx joins the outer one.
+			return s.Tx(ctx, func(ctx context.Context) error {
+				return tb.Update(ctx, &Widget{ID: a.ID, Name: "a", Size: 5})
+			})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := rec.Changes()
+		if len(got) != 3 || got[0].Action != "create" || got[1].Action != "create" || got[2].Action != "update" {
+			t.Fatalf("changes %+v, want create, create, update", got)
+		}
+	})
+
+	t.Run("TxRollbackPublishesNothing", func(t *testing.T) {
+		s, tb, rec := setup(t)
+		var id int64
+		boom := errors.New("boom")
+		err := s.Tx(ctx, func(ctx context.Context) error {
+			w := &Widget{Name: "gone"}
+			if err := tb.Insert(ctx, w); err != nil {
+				return err
+			}
+			id = w.ID
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("Tx returned %v, want boom", err)
+		}
+		var w Widget
+		if code := streamapi.ErrorCode(tb.Get(ctx, &w, id)); code != streamapi.ENOTFOUND {
+			t.Fatalf("rolled-back row is there (code %q)", code)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("panic was swallowed")
+				}
+			}()
+			_ = s.Tx(ctx, func(ctx context.Context) error {
+				insert(ctx, t, tb, "panicky", 1)
+				panic("boom")
+			})
+		}()
+		var all []Widget
+		if err := tb.List(ctx, &all, streamapi.ListQuery{}); err != nil || len(all) != 0 {
+			t.Fatalf("after rollbacks: %d rows, err %v", len(all), err)
+		}
+		if n := len(rec.Changes()); n != 0 {
+			t.Fatalf("%d changes published for rolled-back writes", n)
+		}
+		// The store still works after a panic.
+		insert(ctx, t, tb, "after", 1)
+	})
+
+	t.Run("UncommittedIsInvisibleOutside", func(t *testing.T) {
+		s, tb, _ := setup(t)
+		inTx, release := make(chan int64), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Tx(ctx, func(ctx context.Context) error {
+				w := &Widget{Name: "pending"}
+				if err := tb.Insert(ctx, w); err != nil {
+					close(inTx)
+					return err
+				}
+				inTx <- w.ID
+				<-release
+				return nil
+			})
+		}()
+		id, ok := <-inTx
+		if !ok {
+			t.Fatal(<-done)
+		}
+		var w Widget
+		if code := streamapi.ErrorCode(tb.Get(ctx, &w, id)); code != streamapi.ENOTFOUND {
+			t.Errorf("uncommitted row visible outside its transaction (code %q)", code)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.Get(ctx, &w, id); err != nil {
+			t.Fatalf("committed row not visible: %v", err)
+		}
+	})
+
+	t.Run("ConcurrentWritersEachPublishedOnce", func(t *testing.T) {
+		_, tb, rec := setup(t)
+		const n = 40
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				errs <- tb.Insert(cctx, &Widget{Name: fmt.Sprintf("c%d", i)})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		seen := map[string]int{}
+		for _, c := range rec.Changes() {
+			seen[string(c.PK)]++
+		}
+		if len(seen) != n {
+			t.Fatalf("%d distinct objects published, want %d", len(seen), n)
+		}
+		for pk, k := range seen {
+			if k != 1 {
+				t.Errorf("pk %s published %d times", pk, k)
+			}
+		}
+	})
+}

@@ -1,0 +1,104 @@
+package sqlstore_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/storetest"
+	"github.com/streamapi/streamapi/store/sqlstore"
+)
+
+// MustOpen opens a migrated SQLite store in a temporary directory.
+func MustOpen(tb testing.TB, pub streamapi.Publisher) *sqlstore.DB {
+	tb.Helper()
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(tb.TempDir(), "test.db"), sqlstore.Options{Publisher: pub})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx, storetest.Migrations()); err != nil {
+		tb.Fatal(err)
+	}
+	return db
+}
+
+func TestSQLite_Conformance(t *testing.T) {
+	storetest.Run(t, func(t testing.TB, pub streamapi.Publisher) streamapi.Store { return MustOpen(t, pub) })
+}
+
+func TestOpen_Errors(t *testing.T) {
+	ctx := context.Background()
+	for dsn, want := range map[string]string{
+		"nothing":                          "has no scheme",
+		"mysql://x":                        `unsupported database URL scheme: "mysql"`,
+		"sqlite:":                          "want a file path",
+		"sqlite::memory:":                  "want a file path",
+		"sqlite:/tmp/a?x=1":                "want a file path",
+		"sqlite:/nonexistent-dir/sub/x.db": "open",
+	} {
+		_, err := sqlstore.Open(ctx, dsn, sqlstore.Options{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q) = %v, want an error containing %q", dsn, err, want)
+		}
+	}
+}
+
+func TestMigrate_Idempotent(t *testing.T) {
+	db := MustOpen(t, nil)
+	if err := db.Migrate(context.Background(), storetest.Migrations()); err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	if db.Dialect() != "sqlite" {
+		t.Fatalf("dialect %q", db.Dialect())
+	}
+}
+
+func BenchmarkSQLite_Insert(b *testing.B) {
+	db := MustOpen(b, nil)
+	tb, err := db.Table((*storetest.Widget)(nil), storetest.Label)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := tb.Insert(ctx, &storetest.Widget{Name: "w" + itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkSQLite_Get(b *testing.B) {
+	db := MustOpen(b, nil)
+	tb, _ := db.Table((*storetest.Widget)(nil), storetest.Label)
+	ctx := context.Background()
+	w := &storetest.Widget{Name: "w"}
+	if err := tb.Insert(ctx, w); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var got storetest.Widget
+		if err := tb.Get(ctx, &got, w.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func itoa(i int) string {
+	const digits = "0123456789"
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{digits[i%10]}, b...)
+	}
+	return string(b)
+}
