@@ -175,6 +175,13 @@ func (s *Server) Handler() http.Handler {
 // Connections returns the number of open WebSocket connections.
 func (s *Server) Connections() int { return s.up.Len() }
 
+// Subscribers returns the number of connections holding at least one
+// subscription.
+func (s *Server) Subscribers() int { return s.hub.Peers() }
+
+// Subscriptions returns the number of subscriptions all connections hold.
+func (s *Server) Subscriptions() int { return s.hub.Total() }
+
 // Shutdown stops taking frames and connections, lets requests in progress
 // finish, writes every queued frame, closes each socket with 1001 and drops
 // the broker subscriptions. It returns early with ctx's error.

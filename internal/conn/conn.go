@@ -177,7 +177,7 @@ func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
 	u.mu.Lock()
 	delete(u.conns, c)
 	u.mu.Unlock()
-	u.h.Closed(c)
+	c.forget()
 }
 
 // Len returns the number of open connections.
@@ -238,6 +238,9 @@ type Conn struct {
 	closed  bool
 	drained chan struct{} // closed when the queue empties, if waited for
 
+	overflow atomic.Bool // the queue overflowed: drop everything, close with 1008
+	forgot   sync.Once   // the handler was told of the close
+
 	sent atomic.Uint64
 }
 
@@ -259,10 +262,11 @@ func (c *Conn) Send(f streamapi.Frame) {
 	}
 	if len(c.queue) >= c.u.opts.MaxQueue {
 		c.closing = true
+		c.overflow.Store(true)
 		c.queue = nil
 		c.mu.Unlock()
 		c.u.opts.Logger.Warn("closing slow consumer", "remote", c.ws.RemoteAddr().String(), "queue", c.u.opts.MaxQueue)
-		go c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
+		go c.closeSlow()
 		return
 	}
 	c.queue = append(c.queue, f)
@@ -273,12 +277,24 @@ func (c *Conn) Send(f streamapi.Frame) {
 	c.mu.Unlock()
 }
 
+// closeSlow closes a slow consumer: its subscriptions go at once, the frame
+// being written (if any) may finish, then the close frame follows, so that
+// a client that reads again finds 1008 right after the last whole frame.
+// The writer drops the rest of its batch.
+func (c *Conn) closeSlow() {
+	c.forget()
+	c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
+}
+
+// forget tells the handler, once, that the connection is gone.
+func (c *Conn) forget() { c.forgot.Do(func() { c.u.h.Closed(c) }) }
+
 // flush writes queued frames until the queue is empty.
 func (c *Conn) flush() {
 	var batch []streamapi.Frame
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 || c.closed {
+		if len(c.queue) == 0 || c.closed || c.overflow.Load() {
 			c.writing = false
 			c.queue = nil
 			if c.drained != nil {
@@ -291,6 +307,10 @@ func (c *Conn) flush() {
 		batch, c.queue = c.queue, batch[:0]
 		c.mu.Unlock()
 		for i, f := range batch {
+			batch[i] = streamapi.Frame{}
+			if c.overflow.Load() {
+				continue // dropped: the client is being closed
+			}
 			_ = c.ws.SetWriteDeadline(time.Now().Add(c.u.opts.WriteTimeout))
 			var err error
 			if len(f.Mid) == 0 && len(f.Tail) == 0 {
@@ -298,7 +318,6 @@ func (c *Conn) flush() {
 			} else {
 				err = c.ws.Writev(gws.OpcodeText, f.Head, f.Mid, f.Tail)
 			}
-			batch[i] = streamapi.Frame{}
 			if err != nil {
 				// gws closes the connection on a write error; OnClose follows.
 				c.mu.Lock()
@@ -331,12 +350,15 @@ func (c *Conn) closeAfterDrain(ctx context.Context, code uint16, reason string) 
 	c.closeNow(code, reason)
 }
 
-// closeNow sends a close frame and gives the client a moment to answer it
-// before the read loop gives up.
+// closeGrace bounds the wait for the frame in flight and the close frame.
+const closeGrace = 2 * time.Second
+
+// closeNow sends a close frame, waiting at most closeGrace for the frame
+// being written and for the close frame itself, then closes the socket (gws
+// does not wait for the client's close reply).
 func (c *Conn) closeNow(code uint16, reason string) {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = c.ws.SetWriteDeadline(time.Now().Add(closeGrace))
 	_ = c.ws.WriteClose(code, []byte(reason))
-	_ = c.ws.SetReadDeadline(time.Now().Add(2 * time.Second))
 }
 
 // Close closes the connection with code and reason, after the frames

@@ -195,7 +195,21 @@ func (h *Hub) Drop(p streamapi.Peer) {
 func (h *Hub) Subscriptions(p streamapi.Peer) int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	ps := h.byPeer[p]
+	return h.byPeer[p].count()
+}
+
+// Total returns how many subscriptions all peers hold.
+func (h *Hub) Total() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for _, ps := range h.byPeer {
+		n += ps.count()
+	}
+	return n
+}
+
+func (ps *peerSubs) count() int {
 	if ps == nil {
 		return 0
 	}
@@ -204,6 +218,13 @@ func (h *Hub) Subscriptions(p streamapi.Peer) int {
 		n += len(rids)
 	}
 	return n
+}
+
+// Peers returns how many peers hold at least one subscription.
+func (h *Hub) Peers() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.byPeer)
 }
 
 func (h *Hub) dropSub(k subKey, p streamapi.Peer) {

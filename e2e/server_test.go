@@ -1,0 +1,179 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/streamapi/streamapi/client"
+	"github.com/streamapi/streamapi/resource"
+	"github.com/streamapi/streamapi/server"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServer_DebuggerAndHealth(t *testing.T) {
+	e := start(t)
+	if code, body := get(t, e.base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("healthz %d %q", code, body)
+	}
+	code, body := get(t, e.base+"/channels-api/")
+	if code != 200 || !strings.Contains(body, "window.ws") || !strings.Contains(body, `"questions"`) {
+		t.Errorf("debugger page %d, %d bytes", code, len(body))
+	}
+	e = start(t, func(s *server.Config, _ *resource.Config[Note]) { s.Debug = false })
+	if code, _ := get(t, e.base+"/channels-api/"); code != 404 {
+		t.Errorf("debugger page with Debug off: %d", code)
+	}
+}
+
+func TestServer_ShutdownClosesWith1001(t *testing.T) {
+	e := start(t)
+	c := e.dial("")
+	sub, err := c.Subscribe(tctx(t), "questions", "create", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, c)
+	if got := c.CloseStatus(); got != websocket.StatusGoingAway {
+		t.Fatalf("close status %v (%v), want 1001", got, c.Err())
+	}
+	if _, ok := <-sub.C; ok {
+		t.Error("subscription still open")
+	}
+	if code, _ := get(t, e.base+"/healthz"); code != 503 {
+		t.Errorf("healthz while shut down: %d", code)
+	}
+	// New handshakes are refused.
+	if _, _, err := websocket.Dial(ctx, e.ws, nil); err == nil {
+		t.Error("handshake accepted after shutdown")
+	}
+}
+
+// A client that stops reading is closed with 1008 once its queue fills,
+// while the others keep receiving everything.
+func TestServer_SlowConsumerIsClosed(t *testing.T) {
+	e := start(t, func(s *server.Config, _ *resource.Config[Note]) { s.Conn.MaxQueue = 64 })
+	ctx := tctx(t)
+	// The stalled client: a raw socket with a modest receive buffer (a tiny
+	// one would make it read too slowly once it reads again) that
+	// subscribes to one object under many request_ids (one event frame each
+	// per change) and never reads.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(64 << 10)
+		}
+		return conn, err
+	}}}
+	slow, _, err := websocket.Dial(ctx, e.ws, &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	w := e.dial("")
+	id := do(t, w, "questions", client.Payload{Action: "create", Data: map[string]any{"question_text": "q"}}).id(t)
+	const subs = 50 // their replies fit in the queue even if none is written
+	for i := 0; i < subs; i++ {
+		frame := fmt.Sprintf(`{"stream":"questions","payload":{"action":"subscribe_instance","pk":%d,"request_id":%d}}`, id, i)
+		if err := slow.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fast := e.dial("")
+	sub, err := fast.Subscribe(ctx, "questions", "update", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every subscribe frame read, so the close leaves no unread input (which
+	// would make the kernel answer with a reset instead of the close frame).
+	eventually(t, "all subscribed", func() bool { return e.srv.Subscriptions() == subs+1 })
+	big := strings.Repeat("x", 200)
+	for i := 0; e.srv.Subscribers() == 2; i++ {
+		if i == 2000 {
+			t.Fatal("the slow consumer was not dropped after 2000 writes")
+		}
+		do(t, w, "questions", client.Payload{Action: "patch", PK: id, Data: map[string]any{"question_text": big[:100+i%100]}})
+		// The fast client reads everything, in order.
+		if ev := next(t, sub); !strings.Contains(string(ev.Data), big[:100+i%100]+`"`) {
+			t.Fatalf("write %d: fast client got %s", i, ev.Data)
+		}
+	}
+	// Reading the stalled socket now ends with the policy close.
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	frames, bytes := 0, 0
+	for {
+		_, b, err := slow.Read(rctx)
+		if err != nil {
+			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+				t.Fatalf("slow client ended with %v (%v) after %d frames, %d bytes, want 1008", got, err, frames, bytes)
+			}
+			break
+		}
+		frames++
+		bytes += len(b)
+	}
+	t.Logf("the slow client read %d frames (%d bytes), then the close frame", frames, bytes)
+	eventually(t, "the server to forget the slow consumer", func() bool { return e.srv.Connections() == 2 })
+}
+
+// TestNode_DCRFClient runs the unmodified npm dcrf-client against a real
+// server. It needs Node and `npm ci` in e2e/node; .ci/run sets
+// STREAMAPI_TEST_NODE=1 after installing them.
+func TestNode_DCRFClient(t *testing.T) {
+	if os.Getenv("STREAMAPI_TEST_NODE") == "" {
+		t.Skip("STREAMAPI_TEST_NODE is unset: skipping the dcrf-client test (run `npm ci` in e2e/node and set it; .ci/run does)")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("STREAMAPI_TEST_NODE is set but node is not on PATH: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join("node", "node_modules", "dcrf-client")); err != nil {
+		t.Fatalf("dcrf-client is not installed: run `npm ci` in e2e/node (%v)", err)
+	}
+	e := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "dcrf.test.js", e.ws)
+	cmd.Dir = "node"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("dcrf-client test failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	t.Logf("dcrf-client: %s", lastLines(string(out), 9))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
