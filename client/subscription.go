@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 )
 
 // Subscription receives the events of one subscription on C, which is
@@ -18,6 +19,7 @@ type Subscription struct {
 	action   string // Channels API: create, update or delete
 	pk       any
 	pkKey    string // canonical JSON of pk; "" for any
+	pkAlt    string // the same key in the other form the server may send: 7 for "7", "7" for 7
 	instance bool
 	rid      string
 }
@@ -26,7 +28,26 @@ func (s *Subscription) matches(ev *Event) bool {
 	if s.instance || ev.Stream != s.stream || ev.Action != s.action {
 		return false
 	}
-	return s.pkKey == "" || string(compact(ev.PK)) == s.pkKey
+	if s.pkKey == "" {
+		return true
+	}
+	got := string(compact(ev.PK))
+	return got == s.pkKey || got == s.pkAlt
+}
+
+// altKey returns the other JSON form of an integer key: the server
+// normalises pks to the resource's key type, so "7" comes back as 7 on an
+// integer key, and 7 as "7" on a string key.
+func altKey(key string) string {
+	if n, err := strconv.ParseInt(key, 10, 64); err == nil {
+		return strconv.Quote(strconv.FormatInt(n, 10))
+	}
+	if s, err := strconv.Unquote(key); err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+			return strconv.FormatInt(n, 10)
+		}
+	}
+	return ""
 }
 
 // Subscribe sends a Channels API subscribe for action ("create", "update"
@@ -43,6 +64,7 @@ func (c *Client) Subscribe(ctx context.Context, stream, action string, pk any) (
 			return nil, err
 		}
 		s.pkKey = string(compact(b))
+		s.pkAlt = altKey(s.pkKey)
 		data["pk"] = pk
 	}
 	// Register first: an event may follow the reply at once.
@@ -100,7 +122,10 @@ func (c *Client) forget(s *Subscription) {
 	}
 }
 
-// Unsubscribe asks the server to stop the subscription, then closes C.
+// Unsubscribe asks the server to stop the subscription, then closes C. For
+// an instance subscription the server, as DCRF does, stops every instance
+// subscription of this connection to that object: other Subscriptions of
+// this client on the same object then receive nothing more.
 func (s *Subscription) Unsubscribe(ctx context.Context) error {
 	var p Payload
 	if s.instance {

@@ -73,6 +73,55 @@ func TestServer_ShutdownClosesWith1001(t *testing.T) {
 	}
 }
 
+// The server answers pings with pongs that echo the payload (RFC 6455
+// §5.5.3), which is what coder/websocket's Ping waits for.
+func TestServer_PingPong(t *testing.T) {
+	e := start(t)
+	ctx := tctx(t)
+	c, _, err := websocket.Dial(ctx, e.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.CloseRead(ctx) // a reader must run for pongs to be seen
+	for i := 0; i < 3; i++ {
+		if err := c.Ping(ctx); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+}
+
+// The server pings silent connections: a live client (one that reads, so
+// its library answers pings) stays connected; a dead one (never answers)
+// is closed after PingInterval+PongTimeout.
+func TestServer_KeepAlive(t *testing.T) {
+	e := start(t, func(s *server.Config, _ *resource.Config[Note]) {
+		s.Conn.PingInterval = 100 * time.Millisecond
+		s.Conn.PongTimeout = 100 * time.Millisecond
+	})
+	ctx := tctx(t)
+	live, _, err := websocket.Dial(ctx, e.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.CloseNow()
+	live.CloseRead(ctx) // reads, and so answers pings
+	dead, _, err := websocket.Dial(ctx, e.ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.CloseNow() // never reads: never answers a ping
+	eventually(t, "the dead peer to be closed", func() bool { return e.srv.Connections() == 1 })
+	// The live one outlives many intervals.
+	time.Sleep(600 * time.Millisecond)
+	if n := e.srv.Connections(); n != 1 {
+		t.Fatalf("%d connections, want the live one", n)
+	}
+	if err := live.Ping(ctx); err != nil {
+		t.Fatalf("live connection: %v", err)
+	}
+}
+
 // A client that stops reading is closed with 1008 once its queue fills,
 // while the others keep receiving everything.
 func TestServer_SlowConsumerIsClosed(t *testing.T) {

@@ -369,3 +369,19 @@ func TestSubscribe_Instance(t *testing.T) {
 		t.Fatalf("after unsubscribe_instance the next frame is %+v, want the marker create", f)
 	}
 }
+
+// The Go client matches events of a subscription made with the pk as a
+// string ("7"), though the server normalises it to 7.
+func TestClient_SubscribeWithStringPK(t *testing.T) {
+	e := start(t)
+	w, c := e.dial(""), e.dial("")
+	id := do(t, w, "questions", client.Payload{Action: "create", Data: map[string]any{"question_text": "q"}}).id(t)
+	sub, err := c.Subscribe(tctx(t), "questions", "update", fmtID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, w, "questions", client.Payload{Action: "patch", PK: id, Data: map[string]any{"question_text": "r"}})
+	if ev := next(t, sub); compact(ev.PK) != fmtID(id) {
+		t.Fatalf("event %s", ev.Raw)
+	}
+}

@@ -193,6 +193,7 @@ func (r *Resource[T]) ParsePK(raw json.RawMessage) (any, error) {
 	case typ.Kind() == reflect.String:
 		return reflect.ValueOf(text).Convert(typ).Interface(), nil
 	case isIntKind(typ):
+		text = strings.TrimSpace(text) // as Python's int() and the field decoder do
 		v := reflect.New(typ).Elem()
 		if strings.HasPrefix(typ.Kind().String(), "uint") {
 			n, err := strconv.ParseUint(text, 10, typ.Bits())
@@ -309,7 +310,7 @@ func pageNumber(data json.RawMessage) (int, error) {
 	if raw[0] == '"' {
 		_ = json.Unmarshal(raw, &text)
 	}
-	n, err := strconv.Atoi(text)
+	n, err := strconv.Atoi(strings.TrimSpace(text))
 	if err != nil || n < 1 {
 		return 0, streamapi.ErrInvalidPage
 	}

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
@@ -66,6 +67,11 @@ type ConnLimits struct {
 	// disables it.
 	Rate  float64
 	Burst int
+	// PingInterval is how long a connection may stay silent before the
+	// server pings it; silent for PingInterval+PongTimeout, it is closed
+	// with 1008. Defaults 25 s and 10 s; negative PingInterval disables.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
 }
 
 // Server serves resources over WebSocket.
@@ -121,6 +127,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		MaxQueue:      cfg.Conn.MaxQueue,
 		Rate:          cfg.Conn.Rate,
 		Burst:         cfg.Conn.Burst,
+		PingInterval:  cfg.Conn.PingInterval,
+		PongTimeout:   cfg.Conn.PongTimeout,
 		Logger:        log,
 	})
 	return s, nil

@@ -30,15 +30,18 @@ var ErrClosed = errors.New("memory broker: closed")
 func New() *Broker { return &Broker{subs: make(map[string][]*sub)} }
 
 // Publish delivers each change to the handlers of its topic (c.Model) before
-// returning.
+// returning. The handlers run without the broker's lock held, so a handler
+// may subscribe or cancel; the subscription lists are copied on write, so
+// reading them is a snapshot.
 func (b *Broker) Publish(ctx context.Context, changes ...streamapi.Change) error {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.closed {
-		return ErrClosed
-	}
 	for _, c := range changes {
-		for _, s := range b.subs[c.Model] {
+		b.mu.RLock()
+		closed, subs := b.closed, b.subs[c.Model]
+		b.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+		for _, s := range subs {
 			s.h(ctx, c)
 		}
 	}

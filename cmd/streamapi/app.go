@@ -148,14 +148,17 @@ func (m *Main) Addr() string {
 // broker and database close.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
+	// The API first: while it drains, handshakes get 503 and /healthz 503,
+	// so a load balancer sees the node leave; then the HTTP server (whose
+	// Shutdown does not wait for hijacked WebSocket connections).
+	if m.api != nil {
+		errs = append(errs, m.api.Shutdown(ctx))
+	}
 	if m.http != nil {
 		errs = append(errs, m.http.Shutdown(ctx))
 		if err := <-m.served; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
-	}
-	if m.api != nil {
-		errs = append(errs, m.api.Shutdown(ctx))
 	}
 	if m.broker != nil {
 		errs = append(errs, m.broker.Close())

@@ -49,6 +49,12 @@ type Options struct {
 	// Defaults 200/s and 400; a negative Rate disables the limit.
 	Rate  float64
 	Burst int
+	// PingInterval is how long a connection may stay silent before the
+	// server pings it; one that stays silent for PingInterval+PongTimeout
+	// is closed with 1008 (a dead peer, or a proxy that dropped it).
+	// Defaults 25 s and 10 s; a negative PingInterval disables pings.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
 	// Logger receives connection-level errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +75,12 @@ func (o Options) withDefaults() Options {
 	if o.Burst <= 0 {
 		o.Burst = 400
 	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 25 * time.Second
+	}
+	if o.PongTimeout <= 0 {
+		o.PongTimeout = 10 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -86,13 +98,18 @@ type Upgrader struct {
 	conns    map[*Conn]struct{}
 	draining bool
 	inflight sync.WaitGroup
+
+	keepalive sync.Once     // starts the pinger on the first connection
+	stop      chan struct{} // closed by Shutdown: the pinger exits
+	stopped   chan struct{} // closed when the pinger has exited
 }
 
 const sessionKey = "c"
 
 // NewUpgrader returns an Upgrader handing frames to h.
 func NewUpgrader(h Handler, opts Options) *Upgrader {
-	u := &Upgrader{opts: opts.withDefaults(), h: h, conns: make(map[*Conn]struct{})}
+	u := &Upgrader{opts: opts.withDefaults(), h: h, conns: make(map[*Conn]struct{}),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 	u.upgrader = gws.NewUpgrader(u, &gws.ServerOption{
 		ReadMaxPayloadSize: u.opts.MaxFrameBytes,
 		CheckUtf8Enabled:   true,
@@ -125,10 +142,14 @@ func (u *Upgrader) Accept(w http.ResponseWriter, r *http.Request, user *streamap
 	if u.opts.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(u.opts.Rate), u.opts.Burst)
 	}
+	c.seen()
 	ws.Session().Store(sessionKey, c)
 	u.mu.Lock()
 	u.conns[c] = struct{}{}
 	u.mu.Unlock()
+	if u.opts.PingInterval > 0 {
+		u.keepalive.Do(func() { go u.pinger() })
+	}
 	go ws.ReadLoop()
 	return nil
 }
@@ -147,6 +168,7 @@ func (u *Upgrader) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	if c == nil {
 		return
 	}
+	c.seen()
 	u.mu.Lock()
 	if u.draining {
 		u.mu.Unlock()
@@ -163,7 +185,57 @@ func (u *Upgrader) OnMessage(socket *gws.Conn, msg *gws.Message) {
 	u.h.HandleFrame(c.ctx, c, msg.Bytes())
 }
 
-// OnClose implements gws.Event.
+// OnPing implements gws.Event: the pong echoes the ping's payload, as RFC
+// 6455 §5.5.3 requires (gws's built-in handler sends an empty one).
+func (u *Upgrader) OnPing(socket *gws.Conn, payload []byte) {
+	if c := connOf(socket); c != nil {
+		c.seen()
+	}
+	_ = socket.WritePong(payload)
+}
+
+// OnPong implements gws.Event: a pong is a sign of life.
+func (u *Upgrader) OnPong(socket *gws.Conn, _ []byte) {
+	if c := connOf(socket); c != nil {
+		c.seen()
+	}
+}
+
+// pinger wakes every half PingInterval: it pings the connections silent
+// for PingInterval and closes those silent for PingInterval+PongTimeout.
+// One goroutine serves every connection; a connection holds no timer.
+func (u *Upgrader) pinger() {
+	defer close(u.stopped)
+	t := time.NewTicker(u.opts.PingInterval / 2)
+	defer t.Stop()
+	var silent []*Conn
+	for {
+		select {
+		case <-u.stop:
+			return
+		case now := <-t.C:
+			silent = silent[:0]
+			u.mu.Lock()
+			for c := range u.conns {
+				if now.Sub(time.Unix(0, c.lastSeen.Load())) >= u.opts.PingInterval {
+					silent = append(silent, c)
+				}
+			}
+			u.mu.Unlock()
+			for _, c := range silent {
+				if now.Sub(time.Unix(0, c.lastSeen.Load())) >= u.opts.PingInterval+u.opts.PongTimeout {
+					go c.closeNow(ClosePolicy, "no pong within the timeout")
+				} else {
+					go c.ping()
+				}
+			}
+		}
+	}
+}
+
+// OnClose implements gws.Event. The handler may already have been told (a
+// slow consumer's subscriptions go at once); telling it again also drops
+// anything a frame in progress registered meanwhile.
 func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
 	c := connOf(socket)
 	if c == nil {
@@ -177,7 +249,7 @@ func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
 	u.mu.Lock()
 	delete(u.conns, c)
 	u.mu.Unlock()
-	c.forget()
+	u.h.Closed(c)
 }
 
 // Len returns the number of open connections.
@@ -192,8 +264,14 @@ func (u *Upgrader) Len() int {
 // each connection with 1001. It returns when all are closed or ctx ends.
 func (u *Upgrader) Shutdown(ctx context.Context) error {
 	u.mu.Lock()
+	first := !u.draining
 	u.draining = true
 	u.mu.Unlock()
+	if first {
+		close(u.stop)
+		u.keepalive.Do(func() { close(u.stopped) }) // never started
+		<-u.stopped
+	}
 	done := make(chan struct{})
 	go func() { u.inflight.Wait(); close(done) }()
 	select {
@@ -239,9 +317,21 @@ type Conn struct {
 	drained chan struct{} // closed when the queue empties, if waited for
 
 	overflow atomic.Bool // the queue overflowed: drop everything, close with 1008
-	forgot   sync.Once   // the handler was told of the close
 
-	sent atomic.Uint64
+	sent     atomic.Uint64
+	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong received
+}
+
+func (c *Conn) seen() { c.lastSeen.Store(time.Now().UnixNano()) }
+
+// ping sends a ping unless the connection is closing.
+func (c *Conn) ping() {
+	c.mu.Lock()
+	done := c.closing || c.closed
+	c.mu.Unlock()
+	if !done {
+		_ = c.ws.WritePing(nil)
+	}
 }
 
 var _ streamapi.Peer = (*Conn)(nil)
@@ -277,17 +367,15 @@ func (c *Conn) Send(f streamapi.Frame) {
 	c.mu.Unlock()
 }
 
-// closeSlow closes a slow consumer: its subscriptions go at once, the frame
+// closeSlow closes a slow consumer: its subscriptions go at once (and again
+// on close, in case a frame being handled added one), the frame
 // being written (if any) may finish, then the close frame follows, so that
 // a client that reads again finds 1008 right after the last whole frame.
 // The writer drops the rest of its batch.
 func (c *Conn) closeSlow() {
-	c.forget()
+	c.u.h.Closed(c)
 	c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
 }
-
-// forget tells the handler, once, that the connection is gone.
-func (c *Conn) forget() { c.forgot.Do(func() { c.u.h.Closed(c) }) }
 
 // flush writes queued frames until the queue is empty.
 func (c *Conn) flush() {

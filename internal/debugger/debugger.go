@@ -12,6 +12,7 @@ import (
 	"html/template"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Options configures the page.
@@ -77,7 +78,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
 	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Security-Policy", contentSecurityPolicy(nonce))
+	hdr.Set("Content-Security-Policy", contentSecurityPolicy(nonce, r.Host))
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Content-Length", strconv.Itoa(buf.Len()))
@@ -87,11 +88,34 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func contentSecurityPolicy(nonce string) string {
+// contentSecurityPolicy allows the page's own script and style, and sockets
+// to its own host only ('self' covers ws: and wss: only in CSP level 3
+// browsers, so the host is named too).
+func contentSecurityPolicy(nonce, host string) string {
+	sockets := "'self'"
+	if plainHost(host) {
+		sockets += " ws://" + host + " wss://" + host
+	}
 	return "default-src 'none'; " +
 		"script-src 'nonce-" + nonce + "'; " +
 		"style-src 'nonce-" + nonce + "'; " +
-		"connect-src 'self' ws: wss:; " +
+		"connect-src " + sockets + "; " +
 		"img-src data:; " +
 		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
+
+// plainHost reports whether host is a host[:port] made of letters, digits,
+// dots, dashes, colons and brackets only, safe to place in a header.
+func plainHost(host string) bool {
+	if host == "" {
+		return false
+	}
+	for _, r := range host {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune(".-:[]", r):
+		default:
+			return false
+		}
+	}
+	return true
 }

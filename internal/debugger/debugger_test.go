@@ -150,10 +150,17 @@ func TestContentSecurityPolicy(t *testing.T) {
 	h := Handler(Options{SocketPath: "/ws"})
 	rec := serve(t, h, http.MethodGet, "/")
 	csp := rec.Header().Get("Content-Security-Policy")
-	for _, want := range []string{"default-src 'none'", "connect-src 'self' ws: wss:", "frame-ancestors 'none'"} {
+	for _, want := range []string{"default-src 'none'", "connect-src 'self' ws://example.com wss://example.com;", "frame-ancestors 'none'"} {
 		if !strings.Contains(csp, want) {
 			t.Errorf("CSP %q lacks %q", csp, want)
 		}
+	}
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Host = "a;script-src"
+	hostile := httptest.NewRecorder()
+	h.ServeHTTP(hostile, req)
+	if got := hostile.Header().Get("Content-Security-Policy"); strings.Contains(got, "a;script-src") || !strings.Contains(got, "connect-src 'self';") {
+		t.Errorf("a hostile Host reached the CSP: %q", got)
 	}
 	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
 		t.Errorf("CSP should rely on a nonce: %q", csp)
