@@ -226,3 +226,29 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// TestBrowser_Debugger opens the debugger page in headless Chromium
+// (e2e/node/debugger.test.js, playwright-core): window.ws is open, frames
+// sent from the console and from the form are logged with their replies and
+// events. STREAMAPI_TEST_BROWSER names the chromium binary; .ci/run installs
+// Debian's chromium and sets it.
+func TestBrowser_Debugger(t *testing.T) {
+	chromium := os.Getenv("STREAMAPI_TEST_BROWSER")
+	if chromium == "" {
+		t.Skip("STREAMAPI_TEST_BROWSER is unset: skipping the browser test of the debugger page (set it to a chromium binary after `npm ci` in e2e/node; .ci/run does)")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	e := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "debugger.test.js", e.base+"/channels-api/", chromium)
+	cmd.Dir = "node"
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " 0 failed") {
+		t.Fatalf("debugger page test: %v\n%s", err, out)
+	}
+	t.Logf("debugger page: %s", lastLines(string(out), 1))
+}
