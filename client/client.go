@@ -147,7 +147,9 @@ var ErrClosed = errors.New("client: connection closed")
 
 // Request sends a request on stream and waits for the reply with the same
 // request_id. A reply with an error status is returned as a Reply, not an
-// error; use Reply.Err.
+// error; use Reply.Err. A ctx that ends while the frame is being written
+// closes the connection (a torn frame cannot be taken back); one that ends
+// while waiting for the reply only abandons the wait.
 func (c *Client) Request(ctx context.Context, stream string, p Payload) (*Reply, error) {
 	if p.RequestID == nil {
 		p.RequestID = "r" + strconv.FormatUint(c.next.Add(1), 10)
@@ -158,6 +160,11 @@ func (c *Client) Request(ctx context.Context, stream string, p Payload) (*Reply,
 	}
 	frame, err := encodeRequest(stream, p, rid)
 	if err != nil {
+		return nil, err
+	}
+	// coder/websocket closes the connection when a write's context ends, so
+	// a context that is already done must not reach Write.
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	ch := make(chan *Reply, 1)

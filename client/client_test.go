@@ -1,0 +1,110 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamapi/streamapi/broker/memory"
+	"github.com/streamapi/streamapi/client"
+	"github.com/streamapi/streamapi/examples/polls"
+	"github.com/streamapi/streamapi/server"
+	"github.com/streamapi/streamapi/store/sqlstore"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+}
+
+// serve starts the polls app and returns its WebSocket URL.
+func serve(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	broker := memory.New()
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "c.db"), sqlstore.Options{Publisher: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	app, err := polls.New(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(api)
+	t.Cleanup(func() {
+		api.Shutdown(ctx)
+		hs.Close()
+		broker.Close()
+		db.Close()
+	})
+	return "ws" + strings.TrimPrefix(hs.URL, "http")
+}
+
+func TestClient_RequestsAfterCloseFail(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, serve(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := c.Request(ctx, "questions", client.Payload{Action: "list"}); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Request after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestClient_ReplyErrAndContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, serve(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rep, err := c.Request(ctx, "questions", client.Payload{Action: "retrieve", PK: 1, RequestID: 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var se *client.StatusError
+	if !errors.As(rep.Err(), &se) || se.Status != 404 || string(se.Errors) != `["Not found."]` || string(rep.RequestID) != "42" {
+		t.Fatalf("reply %s: Err %v", rep.Raw, rep.Err())
+	}
+	// A cancelled context ends the wait.
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := c.Request(done, "questions", client.Payload{Action: "list"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Request with a cancelled context: %v", err)
+	}
+	// The connection is still usable, and a refused subscription is a
+	// *StatusError.
+	if _, err := c.Subscribe(ctx, "questions", "explode", nil); !errors.As(err, &se) || se.Status != 400 {
+		t.Fatalf("Subscribe to an invalid kind: %v", err)
+	}
+	if _, err := c.SubscribeInstance(ctx, "questions", 404); !errors.As(err, &se) || se.Status != 404 {
+		t.Fatalf("SubscribeInstance to a missing object: %v", err)
+	}
+}
+
+func TestDial_Refused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := client.Dial(ctx, "ws://127.0.0.1:1/ws", nil); err == nil {
+		t.Fatal("Dial to a closed port succeeded")
+	}
+}
