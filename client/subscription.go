@@ -67,19 +67,7 @@ func (c *Client) Subscribe(ctx context.Context, stream, action string, pk any) (
 		s.pkAlt = altKey(s.pkKey)
 		data["pk"] = pk
 	}
-	// Register first: an event may follow the reply at once.
-	c.mu.Lock()
-	c.subs[s] = struct{}{}
-	c.mu.Unlock()
-	rep, err := c.Request(ctx, stream, Payload{Action: "subscribe", Data: data})
-	if err == nil {
-		err = rep.Err()
-	}
-	if err != nil {
-		c.forget(s)
-		return nil, err
-	}
-	return s, nil
+	return c.open(ctx, s, Payload{Action: "subscribe", Data: data})
 }
 
 // SubscribeInstance sends a DCRF subscribe_instance for the object pk of
@@ -89,12 +77,19 @@ func (c *Client) SubscribeInstance(ctx context.Context, stream string, pk any) (
 	s.pk, s.instance = pk, true
 	rid := "i" + strconv.FormatUint(c.next.Add(1), 10)
 	s.rid = strconv.Quote(rid) // the request_id's JSON: a plain ASCII string
+	return c.open(ctx, s, Payload{Action: "subscribe_instance", PK: pk, RequestID: rid})
+}
 
+// open registers s, then sends the subscribing request p: an event may
+// follow its reply at once. A refusal unregisters s.
+func (c *Client) open(ctx context.Context, s *Subscription, p Payload) (*Subscription, error) {
 	c.mu.Lock()
-	c.inst[s.rid] = s
 	c.subs[s] = struct{}{}
+	if s.instance {
+		c.inst[s.rid] = s
+	}
 	c.mu.Unlock()
-	rep, err := c.Request(ctx, stream, Payload{Action: "subscribe_instance", PK: pk, RequestID: rid})
+	rep, err := c.Request(ctx, s.stream, p)
 	if err == nil {
 		err = rep.Err()
 	}

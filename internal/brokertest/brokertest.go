@@ -61,6 +61,19 @@ func (s *sink) wait(t *testing.T, n int) []streamapi.Change {
 	}
 }
 
+// subscribe subscribes a new sink to topic on b; the subscription is
+// cancelled at the end of the test, or earlier by calling cancel.
+func subscribe(t *testing.T, b streamapi.Broker, topic string) (s *sink, cancel func()) {
+	t.Helper()
+	s = newSink()
+	cancel, err := b.Subscribe(context.Background(), topic, s.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return s, cancel
+}
+
 // settle gives an asynchronous broker time to deliver anything stray.
 func settle() { time.Sleep(50 * time.Millisecond) }
 
@@ -75,17 +88,8 @@ func Run(t *testing.T, open Factory) {
 
 	t.Run("DeliversByTopicInOrder", func(t *testing.T) {
 		b := open(t)
-		a, other := newSink(), newSink()
-		cancelA, err := b.Subscribe(ctx, "app.a", a.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cancelA()
-		cancelB, err := b.Subscribe(ctx, "app.b", other.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cancelB()
+		a, _ := subscribe(t, b, "app.a")
+		other, _ := subscribe(t, b, "app.b")
 		const n = 200
 		for i := 0; i < n; i++ {
 			if err := b.Publish(ctx, change("app.a", i)); err != nil {
@@ -109,12 +113,7 @@ func Run(t *testing.T, open Factory) {
 
 	t.Run("BatchKeepsOrder", func(t *testing.T) {
 		b := open(t)
-		s := newSink()
-		cancel, err := b.Subscribe(ctx, "app.a", s.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cancel()
+		s, _ := subscribe(t, b, "app.a")
 		if err := b.Publish(ctx, change("app.a", 1), change("app.b", 2), change("app.a", 3)); err != nil {
 			t.Fatal(err)
 		}
@@ -126,16 +125,8 @@ func Run(t *testing.T, open Factory) {
 
 	t.Run("EverySubscriberUntilCancel", func(t *testing.T) {
 		b := open(t)
-		s1, s2 := newSink(), newSink()
-		c1, err := b.Subscribe(ctx, "app.a", s1.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c2, err := b.Subscribe(ctx, "app.a", s2.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c2()
+		s1, c1 := subscribe(t, b, "app.a")
+		s2, _ := subscribe(t, b, "app.a")
 		if err := b.Publish(ctx, change("app.a", 1)); err != nil {
 			t.Fatal(err)
 		}
@@ -155,12 +146,7 @@ func Run(t *testing.T, open Factory) {
 
 	t.Run("AcrossConnections", func(t *testing.T) {
 		pub, sub := open(t), open(t)
-		s := newSink()
-		cancel, err := sub.Subscribe(ctx, "app.x", s.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cancel()
+		s, _ := subscribe(t, sub, "app.x")
 		if err := pub.Publish(ctx, change("app.x", 7)); err != nil {
 			t.Fatal(err)
 		}
@@ -171,12 +157,7 @@ func Run(t *testing.T, open Factory) {
 
 	t.Run("ConcurrentPublishersEachOnce", func(t *testing.T) {
 		b := open(t)
-		s := newSink()
-		cancel, err := b.Subscribe(ctx, "app.a", s.handle)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cancel()
+		s, _ := subscribe(t, b, "app.a")
 		const writers, each = 4, 50
 		var wg sync.WaitGroup
 		for w := 0; w < writers; w++ {

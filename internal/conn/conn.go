@@ -226,7 +226,7 @@ func (u *Upgrader) pinger() {
 				if now.Sub(time.Unix(0, c.lastSeen.Load())) >= u.opts.PingInterval+u.opts.PongTimeout {
 					go c.closeNow(ClosePolicy, "no pong within the timeout")
 				} else {
-					go c.ping()
+					go c.ws.WritePing(nil) // on a closed socket gws just returns an error
 				}
 			}
 		}
@@ -324,16 +324,6 @@ type Conn struct {
 
 func (c *Conn) seen() { c.lastSeen.Store(time.Now().UnixNano()) }
 
-// ping sends a ping unless the connection is closing.
-func (c *Conn) ping() {
-	c.mu.Lock()
-	done := c.closing || c.closed
-	c.mu.Unlock()
-	if !done {
-		_ = c.ws.WritePing(nil)
-	}
-}
-
 var _ streamapi.Peer = (*Conn)(nil)
 
 // User returns the authenticated user, nil for anonymous.
@@ -382,7 +372,7 @@ func (c *Conn) flush() {
 	var batch []streamapi.Frame
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 || c.closed || c.overflow.Load() {
+		if len(c.queue) == 0 || c.closed { // an overflow empties the queue
 			c.writing = false
 			c.queue = nil
 			if c.drained != nil {
