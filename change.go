@@ -23,6 +23,10 @@ type Change struct {
 	// Data is the serialized object: after the change, or as it was before
 	// a delete.
 	Data json.RawMessage `json:"data"`
+	// Seq numbers the model's changes in commit order, from 1, with no gap,
+	// when the store keeps a change log (ChangeLog); 0 otherwise. Events
+	// carry it so that clients can resume after it.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Frame is one encoded text frame in up to three parts written back to back,

@@ -18,6 +18,7 @@ const (
 	ECONFLICT      = "conflict"       // a constraint refused the write: 409
 	EINTERNAL      = "internal"       // anything else: 500
 	EUNKNOWNACTION = "unknown_action" // the resource offers no such action: 400
+	EGONE          = "gone"           // a resume point the change log no longer holds: 410
 )
 
 // Error is the error type every layer returns. Fields, when set, holds
@@ -86,6 +87,9 @@ var (
 	ErrNotFound      = &Error{Code: ENOTFOUND, Message: "Not found."}
 	ErrInvalidAction = &Error{Code: EUNKNOWNACTION, Message: "Invalid Action"}
 	ErrInvalidPage   = &Error{Code: ENOTFOUND, Message: "Invalid page."}
+	// ErrResyncRequired answers a subscription that cannot resume from the
+	// seq it gave ("since"): the client must reload what it shows.
+	ErrResyncRequired = &Error{Code: EGONE, Message: "resync required"}
 )
 
 // PermissionDenied returns the error for a refused action: EUNAUTHORIZED (401)

@@ -107,6 +107,10 @@ type Event struct {
 	PK    json.RawMessage
 	// RequestID is set in DCRF events: the subscribing request's id.
 	RequestID json.RawMessage
+	// Seq is the change's number among its model's changes, when the
+	// server keeps a change log (0 otherwise): resume after the last one
+	// seen with SubscribeSince.
+	Seq int64
 	// Raw is the whole frame as received.
 	Raw []byte
 }
@@ -278,6 +282,7 @@ type payload struct {
 	RequestID json.RawMessage `json:"request_id"`
 	Model     *string         `json:"model"`
 	PK        json.RawMessage `json:"pk"`
+	Seq       int64           `json:"seq"`
 }
 
 func (c *Client) readLoop() {
@@ -310,7 +315,7 @@ func (c *Client) dispatch(b []byte) {
 		return
 	}
 	if p.Model != nil {
-		ev := &Event{Stream: f.Stream, Action: p.Action, Data: p.Data, Model: *p.Model, PK: p.PK, Raw: b}
+		ev := &Event{Stream: f.Stream, Action: p.Action, Data: p.Data, Model: *p.Model, PK: p.PK, Seq: p.Seq, Raw: b}
 		c.mu.Lock()
 		matched := false
 		for s := range c.subs {
@@ -335,7 +340,7 @@ func (c *Client) dispatch(b []byte) {
 		return
 	}
 	if s := c.inst[rid]; s != nil && s.stream == f.Stream && (p.Action == "update" || p.Action == "delete") {
-		c.deliver(s, &Event{Stream: f.Stream, Action: p.Action, Data: p.Data, RequestID: p.RequestID, Raw: b})
+		c.deliver(s, &Event{Stream: f.Stream, Action: p.Action, Data: p.Data, RequestID: p.RequestID, Seq: p.Seq, Raw: b})
 		c.mu.Unlock()
 		return
 	}

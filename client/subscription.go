@@ -12,6 +12,10 @@ import (
 type Subscription struct {
 	// C delivers the events.
 	C <-chan Event
+	// Seq is where a Channels API subscription starts, when the server
+	// keeps a change log: the seq of the last change before its first
+	// event. A client that has seen no event resumes after it.
+	Seq int64
 
 	c        chan Event
 	client   *Client
@@ -55,6 +59,20 @@ func altKey(key string) string {
 // the subscription once the server has accepted it. A refusal is returned
 // as a *StatusError.
 func (c *Client) Subscribe(ctx context.Context, stream, action string, pk any) (*Subscription, error) {
+	return c.subscribe(ctx, stream, action, pk, -1)
+}
+
+// SubscribeSince is Subscribe resuming after the change numbered since
+// (an Event's Seq, or a Subscription's): the server first sends, in order,
+// every matching event after it that this client missed, then live ones,
+// with none missing or repeated between the two. When the server no longer
+// holds what followed since, it refuses with a *StatusError of status 410
+// (errors ["resync required"]): reload, then subscribe afresh.
+func (c *Client) SubscribeSince(ctx context.Context, stream, action string, pk any, since int64) (*Subscription, error) {
+	return c.subscribe(ctx, stream, action, pk, since)
+}
+
+func (c *Client) subscribe(ctx context.Context, stream, action string, pk any, since int64) (*Subscription, error) {
 	s := c.newSub(stream)
 	s.action, s.pk = action, pk
 	data := map[string]any{"action": action}
@@ -67,17 +85,34 @@ func (c *Client) Subscribe(ctx context.Context, stream, action string, pk any) (
 		s.pkAlt = altKey(s.pkKey)
 		data["pk"] = pk
 	}
+	if since >= 0 {
+		data["since"] = since
+	}
 	return c.open(ctx, s, Payload{Action: "subscribe", Data: data})
 }
 
 // SubscribeInstance sends a DCRF subscribe_instance for the object pk of
 // stream; its update and delete events arrive on the subscription.
 func (c *Client) SubscribeInstance(ctx context.Context, stream string, pk any) (*Subscription, error) {
+	return c.subscribeInstance(ctx, stream, pk, -1)
+}
+
+// SubscribeInstanceSince is SubscribeInstance resuming after the change
+// numbered since, as SubscribeSince does.
+func (c *Client) SubscribeInstanceSince(ctx context.Context, stream string, pk any, since int64) (*Subscription, error) {
+	return c.subscribeInstance(ctx, stream, pk, since)
+}
+
+func (c *Client) subscribeInstance(ctx context.Context, stream string, pk any, since int64) (*Subscription, error) {
 	s := c.newSub(stream)
 	s.pk, s.instance = pk, true
 	rid := "i" + strconv.FormatUint(c.next.Add(1), 10)
 	s.rid = strconv.Quote(rid) // the request_id's JSON: a plain ASCII string
-	return c.open(ctx, s, Payload{Action: "subscribe_instance", PK: pk, RequestID: rid})
+	p := Payload{Action: "subscribe_instance", PK: pk, RequestID: rid}
+	if since >= 0 {
+		p.Data = map[string]any{"since": since}
+	}
+	return c.open(ctx, s, p)
 }
 
 // open registers s, then sends the subscribing request p: an event may
@@ -96,6 +131,12 @@ func (c *Client) open(ctx context.Context, s *Subscription, p Payload) (*Subscri
 	if err != nil {
 		c.forget(s)
 		return nil, err
+	}
+	var data struct {
+		Seq int64 `json:"seq"`
+	}
+	if json.Unmarshal(rep.Data, &data) == nil {
+		s.Seq = data.Seq
 	}
 	return s, nil
 }

@@ -119,7 +119,8 @@ func start(t *testing.T, opts ...option) *env {
 		}},
 	}
 	scfg := server.Config{
-		Broker: broker,
+		Broker:    broker,
+		ChangeLog: db,
 		Authenticator: streamapi.AuthenticatorFunc(func(r *http.Request) (*streamapi.User, error) {
 			switch id := r.URL.Query().Get("user"); id {
 			case "":

@@ -9,8 +9,9 @@ import (
 	"github.com/streamapi/streamapi/examples/polls"
 )
 
-// eventPayloadKeys are the keys of a Channels API event's payload.
-var eventPayloadKeys = []string{"action", "data", "model", "pk"}
+// eventPayloadKeys are the keys of a Channels API event's payload: the
+// original's, and seq, which original clients ignore.
+var eventPayloadKeys = []string{"action", "data", "model", "pk", "seq"}
 
 func checkEvent(t *testing.T, ev client.Event, action string, id int64, data map[string]any) {
 	t.Helper()
@@ -31,16 +32,16 @@ func TestSubscribe_Replies(t *testing.T) {
 	c := e.dial("")
 	r := do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "create"}})
 	r.want(t, 200, "[]")
-	if compact(r.Data) != `{"action":"create"}` || r.Action != "subscribe" {
+	if compact(r.Data) != `{"action":"create","seq":0}` || r.Action != "subscribe" {
 		t.Errorf("subscribe reply %s", r.Raw)
 	}
 	r = do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "update", "pk": "1"}})
 	r.want(t, 200, "[]")
-	if compact(r.Data) != `{"action":"update","pk":1}` {
+	if compact(r.Data) != `{"action":"update","pk":1,"seq":0}` {
 		t.Errorf("subscribe with data.pk %s", r.Data)
 	}
 	r = do(t, c, "questions", client.Payload{Action: "subscribe", PK: 2, Data: map[string]any{"action": "delete"}})
-	if compact(r.Data) != `{"action":"delete","pk":2}` {
+	if compact(r.Data) != `{"action":"delete","pk":2,"seq":0}` {
 		t.Errorf("subscribe with payload.pk %s", r.Data)
 	}
 	do(t, c, "questions", client.Payload{Action: "subscribe", PK: "x", Data: map[string]any{"action": "delete"}}).want(t, 404, `["Not found."]`)
@@ -314,8 +315,8 @@ func TestSubscribe_Instance(t *testing.T) {
 	do(t, w, "questions", client.Payload{Action: "patch", PK: other, Data: map[string]any{"question_text": "not mine"}})
 	u := do(t, w, "questions", client.Payload{Action: "patch", PK: id, Data: map[string]any{"question_text": "changed"}})
 	want := map[string]string{
-		`"sub-1"`: `{"stream":"questions","payload":{"action":"update","data":` + compact(u.Data) + `,"errors":[],"response_status":200,"request_id":"sub-1"}}`,
-		`7`:       `{"stream":"questions","payload":{"action":"update","data":` + compact(u.Data) + `,"errors":[],"response_status":200,"request_id":7}}`,
+		`"sub-1"`: `{"stream":"questions","payload":{"action":"update","data":` + compact(u.Data) + `,"errors":[],"response_status":200,"seq":4,"request_id":"sub-1"}}`,
+		`7`:       `{"stream":"questions","payload":{"action":"update","data":` + compact(u.Data) + `,"errors":[],"response_status":200,"seq":4,"request_id":7}}`,
 	}
 	for range 2 {
 		b := <-c.Unmatched()
@@ -334,8 +335,8 @@ func TestSubscribe_Instance(t *testing.T) {
 	do(t, w, "questions", client.Payload{Action: "delete", PK: id})
 	for range 2 {
 		b := string(<-c.Unmatched())
-		if b != `{"stream":"questions","payload":{"action":"delete","data":{"pk":`+fmtID(id)+`},"errors":[],"response_status":200,"request_id":"sub-1"}}` &&
-			b != `{"stream":"questions","payload":{"action":"delete","data":{"pk":`+fmtID(id)+`},"errors":[],"response_status":200,"request_id":7}}` {
+		if b != `{"stream":"questions","payload":{"action":"delete","data":{"pk":`+fmtID(id)+`},"errors":[],"response_status":200,"seq":5,"request_id":"sub-1"}}` &&
+			b != `{"stream":"questions","payload":{"action":"delete","data":{"pk":`+fmtID(id)+`},"errors":[],"response_status":200,"seq":5,"request_id":7}}` {
 			t.Errorf("instance delete event %s", b)
 		}
 	}

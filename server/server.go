@@ -25,6 +25,7 @@ import (
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
 	"github.com/streamapi/streamapi/internal/debugger"
+	"github.com/streamapi/streamapi/internal/feed"
 	"github.com/streamapi/streamapi/internal/hub"
 	"github.com/streamapi/streamapi/internal/mux"
 )
@@ -48,6 +49,15 @@ type Config struct {
 	// Conn sets per-connection limits (frame size, queue depth, rate);
 	// zero fields take safe defaults (see conn.Options in the docs).
 	Conn ConnLimits
+	// ChangeLog, when set (a store/sqlstore DB, unless opened with
+	// NoChangeLog), makes delivery exact: events carry their seq, repeats
+	// are dropped, what the broker did not deliver is read from the log,
+	// and subscriptions may resume after a seq ("since"). Without it,
+	// events are delivered as the broker hands them over and a "since"
+	// is answered 410.
+	ChangeLog streamapi.ChangeLog
+	// Log tunes the use of ChangeLog; zero fields take the defaults.
+	Log LogOptions
 	// Debug serves the debugger page from Handler at /channels-api/.
 	Debug bool
 	// Logger receives the server's logs; nil uses slog.Default().
@@ -74,11 +84,28 @@ type ConnLimits struct {
 	PongTimeout  time.Duration
 }
 
+// LogOptions tune how a server uses its change log.
+type LogOptions struct {
+	// Retention is how long the log keeps changes, and so how far back a
+	// subscription can resume; older ones are trimmed. Default 24 h;
+	// negative keeps them forever.
+	Retention time.Duration
+	// PollInterval is how often the log is read for changes no broker
+	// message announced (a node that crashed between commit and publish).
+	// Default 1 s.
+	PollInterval time.Duration
+	// ResumeLimit caps the events one resumed subscription replays; a
+	// client further behind is answered 410. Default 512, and at most half
+	// of Conn.MaxQueue.
+	ResumeLimit int
+}
+
 // Server serves resources over WebSocket.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	hub      *hub.Hub
+	feed     *feed.Feed
 	up       *conn.Upgrader
 	streams  []string
 	cancels  []func()
@@ -114,15 +141,45 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)
+	deliver := s.hub.Publish
+	if cfg.ChangeLog != nil {
+		names := make([]string, 0, len(models))
+		for m := range models {
+			names = append(names, m)
+		}
+		limit := cfg.Log.ResumeLimit
+		if limit <= 0 {
+			limit = 512
+		}
+		if q := cfg.Conn.MaxQueue; q > 0 {
+			limit = max(1, min(limit, q/2))
+		}
+		f, err := feed.New(ctx, cfg.ChangeLog, names, s.hub.Publish, feed.Options{
+			PollInterval: cfg.Log.PollInterval,
+			Retention:    cfg.Log.Retention,
+			ResumeLimit:  limit,
+			Logger:       log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		s.feed = f
+		deliver = f.Receive
+	}
+	// The feed knows where each log ends before the broker delivers: a
+	// change committed in between is a gap it fills.
 	for model := range models {
-		cancel, err := cfg.Broker.Subscribe(ctx, model, s.hub.Publish)
+		cancel, err := cfg.Broker.Subscribe(ctx, model, deliver)
 		if err != nil {
 			s.unsubscribe()
 			return nil, fmt.Errorf("server: subscribe to %s: %w", model, err)
 		}
 		s.cancels = append(s.cancels, cancel)
 	}
-	s.up = conn.NewUpgrader(mux.New(byStream, s.hub, log), conn.Options{
+	if s.feed != nil {
+		s.feed.Start(ctx)
+	}
+	s.up = conn.NewUpgrader(mux.New(byStream, s.hub, s.feed, log), conn.Options{
 		MaxFrameBytes: cfg.Conn.MaxFrameBytes,
 		MaxQueue:      cfg.Conn.MaxQueue,
 		Rate:          cfg.Conn.Rate,
@@ -197,5 +254,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	err := s.up.Shutdown(ctx)
 	s.unsubscribe()
+	if s.feed != nil {
+		s.feed.Stop()
+	}
 	return err
 }

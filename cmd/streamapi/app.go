@@ -20,13 +20,17 @@ import (
 
 // Flags are the command's settings; each has an environment variable.
 type Flags struct {
-	Addr          string `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
-	DB            string `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH."`
-	Broker        string `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process)."`
-	PageSize      int    `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
-	Debug         bool   `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
-	MaxFrameBytes int    `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
-	LogLevel      string `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	Addr          string        `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
+	DB            string        `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=disable."`
+	Broker        string        `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process), redis://HOST:PORT, nats://HOST:PORT."`
+	BrokerPrefix  string        `env:"STREAMAPI_BROKER_PREFIX" help:"Channel (Redis) or subject (NATS) prefix, to keep deployments sharing a broker apart (default streamapi: / streamapi.)."`
+	Retention     time.Duration `default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
+	PollInterval  time.Duration `default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
+	NoChangeLog   bool          `env:"STREAMAPI_NO_CHANGE_LOG" help:"Turn the change log (outbox) off: no seq, no resume, and a crash between commit and publish loses events."`
+	PageSize      int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
+	Debug         bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
+	MaxFrameBytes int           `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
+	LogLevel      string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
 }
 
 // Main is the program: ParseFlags, Run, then Close.
@@ -94,10 +98,10 @@ func (m *Main) Run(ctx context.Context) error {
 	m.log = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
 
 	var err error
-	if m.broker, err = openBroker(m.Flags.Broker); err != nil {
+	if m.broker, err = openBroker(ctx, m.Flags.Broker, m.Flags.BrokerPrefix, m.log); err != nil {
 		return err
 	}
-	if m.db, err = openStore(ctx, m.Flags.DB, m.broker, m.log); err != nil {
+	if m.db, err = openStore(ctx, m.Flags.DB, sqlstore.Options{Publisher: m.broker, Logger: m.log, NoChangeLog: m.Flags.NoChangeLog}); err != nil {
 		return err
 	}
 	if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
@@ -107,9 +111,15 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var changeLog streamapi.ChangeLog
+	if !m.Flags.NoChangeLog {
+		changeLog = m.db
+	}
 	m.api, err = server.New(ctx, server.Config{
 		Resources: app.Resources(),
 		Broker:    m.broker,
+		ChangeLog: changeLog,
+		Log:       server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
 		PageSize:  m.Flags.PageSize,
 		Debug:     m.Flags.Debug,
 		Conn:      server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes},
@@ -128,7 +138,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.http.Serve(m.ln) }()
-	m.log.Info("serving", "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", m.Flags.DB, "debug", m.Flags.Debug)
+	m.log.Info("serving", "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", redact(m.Flags.DB), "broker", redact(m.Flags.Broker), "debug", m.Flags.Debug)
 	if m.Flags.Debug {
 		m.log.Info("debugger page", "url", "http://"+m.Addr()+"/channels-api/")
 	}

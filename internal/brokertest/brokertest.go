@@ -203,3 +203,28 @@ func Run(t *testing.T, open Factory) {
 		}
 	})
 }
+
+// PerTest returns a Factory for brokers on a shared bus (Redis, NATS):
+// open gets a channel or subject prefix made for the test, the same for
+// every connection the test opens (as the nodes of one deployment share
+// one), so that tests running at once do not hear each other. The brokers
+// are closed when the test ends.
+func PerTest(open func(prefix string) (streamapi.Broker, error)) Factory {
+	var mu sync.Mutex
+	prefixes := map[testing.TB]string{}
+	return func(t testing.TB) streamapi.Broker {
+		mu.Lock()
+		p := prefixes[t]
+		if p == "" {
+			p = fmt.Sprintf("streamapi_test_%d_%d.", time.Now().UnixNano(), len(prefixes))
+			prefixes[t] = p
+		}
+		mu.Unlock()
+		b, err := open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+}

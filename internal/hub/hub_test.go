@@ -174,7 +174,7 @@ func (p *countPeer) Send(streamapi.Frame) { p.n++ }
 // TestHub_FanOutAllocations checks that fan-out allocates per change, not
 // per subscriber: one publish to 1,000 subscribers must not allocate more
 // than a publish to 1. (Under the race detector the counts wobble by one
-// either way, so "not more" rather than "equal".)
+// either way, so one more is let through there.)
 func TestHub_FanOutAllocations(t *testing.T) {
 	allocs := func(n int) float64 {
 		h := newHub()
@@ -186,7 +186,11 @@ func TestHub_FanOutAllocations(t *testing.T) {
 		return testing.AllocsPerRun(20, func() { h.Publish(context.Background(), c) })
 	}
 	one, many := allocs(1), allocs(1000)
-	if many > one {
+	slack := 0.0
+	if raceOn {
+		slack = 1
+	}
+	if many > one+slack {
 		t.Fatalf("publish to 1 subscriber: %v allocs; to 1000: %v allocs", one, many)
 	}
 }

@@ -6,10 +6,13 @@ package mux
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"strconv"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
+	"github.com/streamapi/streamapi/internal/feed"
 	"github.com/streamapi/streamapi/internal/hub"
 	"github.com/streamapi/streamapi/internal/wire"
 )
@@ -18,17 +21,20 @@ import (
 type Mux struct {
 	resources map[string]streamapi.Resource
 	hub       *hub.Hub
+	feed      *feed.Feed // nil without a change log: no seq, no resume
 	log       *slog.Logger
 }
 
 var _ conn.Handler = (*Mux)(nil)
 
-// New returns a Mux over resources (keyed by stream) and h.
-func New(resources map[string]streamapi.Resource, h *hub.Hub, log *slog.Logger) *Mux {
+// New returns a Mux over resources (keyed by stream) and h. f, when not
+// nil, is the feed of the resources' models: subscriptions then start at a
+// known seq and may resume after one ("since").
+func New(resources map[string]streamapi.Resource, h *hub.Hub, f *feed.Feed, log *slog.Logger) *Mux {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Mux{resources: resources, hub: h, log: log}
+	return &Mux{resources: resources, hub: h, feed: f, log: log}
 }
 
 // Peer is what the mux needs of a connection: a peer that knows its user.
@@ -69,13 +75,14 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	if rep.Err != nil && streamapi.ErrorCode(rep.Err) == streamapi.EINTERNAL {
 		m.log.ErrorContext(ctx, "request failed", "stream", req.Stream, "action", req.Action, "err", rep.Err)
 	}
+	// after always runs: a resume holds its model's lock until it does.
+	defer after()
 	b, err := wire.EncodeReply(&req, rep)
 	if err != nil {
 		m.log.ErrorContext(ctx, "encode reply", "stream", req.Stream, "action", req.Action, "err", err)
 		return
 	}
 	p.Send(streamapi.Frame{Head: b})
-	after()
 }
 
 // Closed implements conn.Handler: a closed connection's subscriptions go.
@@ -90,6 +97,7 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 	var data struct {
 		Action *string         `json:"action"`
 		PK     json.RawMessage `json:"pk"`
+		Since  json.RawMessage `json:"since"`
 	}
 	if len(req.Data) > 0 {
 		if err := json.Unmarshal(req.Data, &data); err != nil {
@@ -119,6 +127,10 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 			return invalidField("pk", "A create subscription cannot name a pk."), nothing
 		}
 	}
+	since, bad := parseSince(data.Since)
+	if bad != nil && req.Action == streamapi.ActionSubscribe {
+		return streamapi.Reply{Err: bad}, nothing
+	}
 	if err := res.Authorize(ctx, req.User, req.Action, pk); err != nil {
 		return streamapi.Reply{Err: err}, nothing
 	}
@@ -130,7 +142,57 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		m.hub.Unsubscribe(p, req.Stream, kind, pk)
 		return streamapi.Reply{Status: 200, Data: out}, nothing
 	}
-	return streamapi.Reply{Status: 200, Data: out}, func() { m.hub.Subscribe(p, req.Stream, kind, pk) }
+	register := func() { m.hub.Subscribe(p, req.Stream, kind, pk) }
+	if m.feed == nil {
+		if since >= 0 {
+			return streamapi.Reply{Err: streamapi.ErrResyncRequired}, nothing
+		}
+		return streamapi.Reply{Status: 200, Data: out}, register
+	}
+	pkKey := hub.PKKey(pk)
+	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
+		return c.Action == kind && (pk == nil || string(c.PK) == pkKey)
+	})
+	if err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	out["seq"] = r.Seq
+	return streamapi.Reply{Status: 200, Data: out}, func() {
+		r.Done(func() {
+			for i := range r.Changes {
+				f, err := wire.EncodeEvent(req.Stream, &r.Changes[i])
+				if err != nil {
+					m.log.ErrorContext(ctx, "encode event", "stream", req.Stream, "err", err)
+					continue
+				}
+				p.Send(f)
+			}
+			register()
+		})
+	}
+}
+
+// resume opens a resume of res's model after since (since < 0: from now).
+// On success the model's live delivery waits until the Resume's Done.
+func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, match func(*streamapi.Change) bool) (*feed.Resume, error) {
+	r, err := m.feed.Resume(ctx, res.Model(), since, match)
+	if errors.Is(err, feed.ErrResync) {
+		return nil, streamapi.ErrResyncRequired
+	}
+	return r, err
+}
+
+// parseSince reads the optional "since" of a subscription: a seq (an
+// integer, 0 or more), or -1 when absent or null.
+func parseSince(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return -1, nil
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n < 0 {
+		return -1, invalidField("since", "A valid integer is required.").Err
+	}
+	return n, nil
 }
 
 // subscribeInstance handles the DCRF dialect: subscribe_instance answers
@@ -151,15 +213,60 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 		m.hub.UnsubscribeInstance(p, req.Stream, pk)
 		return streamapi.Reply{Status: 204}, nothing
 	}
+	var data struct {
+		Since json.RawMessage `json:"since"`
+	}
+	if len(req.Data) > 0 && string(req.Data) != "null" {
+		if err := json.Unmarshal(req.Data, &data); err != nil {
+			return invalidField("data", "Expected a dictionary."), nothing
+		}
+	}
+	since, bad := parseSince(data.Since)
+	if bad != nil {
+		return streamapi.Reply{Err: bad}, nothing
+	}
 	ok, err := res.Exists(ctx, pk)
 	switch {
 	case err != nil:
 		return streamapi.Reply{Err: err}, nothing
-	case !ok:
+	case !ok && since < 0:
+		// A resumed subscription may name an object deleted while the
+		// client was away: the replay ends with its delete.
 		return streamapi.Reply{Err: streamapi.ErrNotFound}, nothing
 	}
 	rid := req.RequestID
-	return streamapi.Reply{Status: 201}, func() { m.hub.SubscribeInstance(p, req.Stream, pk, rid) }
+	register := func() { m.hub.SubscribeInstance(p, req.Stream, pk, rid) }
+	if m.feed == nil {
+		if since >= 0 {
+			return streamapi.Reply{Err: streamapi.ErrResyncRequired}, nothing
+		}
+		return streamapi.Reply{Status: 201}, register
+	}
+	pkKey := hub.PKKey(pk)
+	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
+		return c.Action != streamapi.ChangeCreate && string(c.PK) == pkKey
+	})
+	if err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	return streamapi.Reply{Status: 201}, func() {
+		r.Done(func() {
+			ridb := []byte(rid)
+			if len(ridb) == 0 {
+				ridb = []byte("null")
+			}
+			for i := range r.Changes {
+				f, err := wire.EncodeInstanceEvent(req.Stream, &r.Changes[i])
+				if err != nil {
+					m.log.ErrorContext(ctx, "encode instance event", "stream", req.Stream, "err", err)
+					continue
+				}
+				f.Mid = ridb
+				p.Send(f)
+			}
+			register()
+		})
+	}
 }
 
 func invalidField(name, msg string) streamapi.Reply {

@@ -66,7 +66,7 @@ func setup(rep streamapi.Reply) (*mux.Mux, *hub.Hub, *peer, *fakeResource, *byte
 	h := hub.New(nil)
 	h.Bind("t.thing", "things")
 	res := &fakeResource{rep: rep}
-	m := mux.New(map[string]streamapi.Resource{"things": res}, h, slog.New(slog.NewTextHandler(&logs, nil)))
+	m := mux.New(map[string]streamapi.Resource{"things": res}, h, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	return m, h, &peer{h: h}, res, &logs
 }
 

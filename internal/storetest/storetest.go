@@ -67,6 +67,29 @@ func (r *Recorder) Changes() []streamapi.Change {
 	return append([]streamapi.Change(nil), r.changes...)
 }
 
+// insertConcurrently inserts n widgets from n goroutines at once.
+func insertConcurrently(t *testing.T, tb streamapi.Table, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs <- tb.Insert(ctx, &Widget{Name: fmt.Sprintf("c%d", i)})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Run runs the suite against stores made by open.
 func Run(t *testing.T, open Factory) {
 	ctx := context.Background()
@@ -329,24 +352,7 @@ func Run(t *testing.T, open Factory) {
 	t.Run("ConcurrentWritersEachPublishedOnce", func(t *testing.T) {
 		_, tb, rec := setup(t)
 		const n = 40
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				defer cancel()
-				errs <- tb.Insert(cctx, &Widget{Name: fmt.Sprintf("c%d", i)})
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		insertConcurrently(t, tb, n)
 		seen := map[string]int{}
 		for _, c := range rec.Changes() {
 			seen[string(c.PK)]++
@@ -358,6 +364,190 @@ func Run(t *testing.T, open Factory) {
 			if k != 1 {
 				t.Errorf("pk %s published %d times", pk, k)
 			}
+		}
+	})
+}
+
+// RunChangeLog runs the change-log part of the suite against stores that
+// keep one: every committed change is logged with a per-model seq that
+// follows commit order with no gap and no repeat, publishes carry the same
+// seq, and the log reads, bounds and trims as streamapi.ChangeLog says.
+func RunChangeLog(t *testing.T, open Factory) {
+	ctx := context.Background()
+	setup := func(t *testing.T) (streamapi.Store, streamapi.ChangeLog, streamapi.Table, *Recorder) {
+		t.Helper()
+		rec := &Recorder{}
+		s := open(t, rec)
+		log, ok := s.(streamapi.ChangeLog)
+		if !ok {
+			t.Fatalf("%T is not a streamapi.ChangeLog", s)
+		}
+		tb, err := s.Table((*Widget)(nil), Label)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, log, tb, rec
+	}
+	// same reports whether the logged and published changes agree.
+	same := func(t *testing.T, logged, published []streamapi.Change) {
+		t.Helper()
+		if len(logged) != len(published) {
+			t.Fatalf("log holds %d changes, %d were published", len(logged), len(published))
+		}
+		for i := range logged {
+			l, p := logged[i], published[i]
+			if l.Model != p.Model || l.Seq != p.Seq || l.Action != p.Action || string(l.PK) != string(p.PK) || string(l.Data) != string(p.Data) {
+				t.Fatalf("change %d: logged %+v, published %+v", i, l, p)
+			}
+		}
+	}
+
+	t.Run("SeqFollowsCommitsWithoutGaps", func(t *testing.T) {
+		s, log, tb, rec := setup(t)
+		first, last, err := log.Bounds(ctx, Label)
+		if err != nil || first != 1 || last != 0 {
+			t.Fatalf("empty log: Bounds = %d, %d, %v; want 1, 0", first, last, err)
+		}
+		w := &Widget{Name: "a"}
+		if err := tb.Insert(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		// A rolled-back transaction takes no number.
+		_ = s.Tx(ctx, func(ctx context.Context) error {
+			if err := tb.Insert(ctx, &Widget{Name: "b"}); err != nil {
+				return err
+			}
+			return errors.New("roll back")
+		})
+		// Nor does a write the database refuses.
+		if err := tb.Insert(ctx, &Widget{Name: "a"}); streamapi.ErrorCode(err) != streamapi.ECONFLICT {
+			t.Fatalf("duplicate insert: %v", err)
+		}
+		err = s.Tx(ctx, func(ctx context.Context) error {
+			w.Size = 5
+			if err := tb.Update(ctx, w); err != nil {
+				return err
+			}
+			return tb.Insert(ctx, &Widget{Name: "c"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tb.Delete(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		pub := rec.Changes()
+		for i, c := range pub {
+			if c.Seq != int64(i+1) {
+				t.Fatalf("published change %d has seq %d, want %d", i, c.Seq, i+1)
+			}
+		}
+		logged, err := log.ChangesAfter(ctx, Label, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(t, logged, pub)
+		if len(logged) != 4 {
+			t.Fatalf("%d changes logged, want 4", len(logged))
+		}
+		tail, err := log.ChangesAfter(ctx, Label, 2, 1)
+		if err != nil || len(tail) != 1 || tail[0].Seq != 3 {
+			t.Fatalf("ChangesAfter(2, limit 1) = %+v, %v; want seq 3 only", tail, err)
+		}
+		if other, err := log.ChangesAfter(ctx, "storetest.other", 0, 0); err != nil || len(other) != 0 {
+			t.Fatalf("another model's log: %+v, %v", other, err)
+		}
+		if first, last, err := log.Bounds(ctx, Label); err != nil || first != 1 || last != 4 {
+			t.Fatalf("Bounds = %d, %d, %v; want 1, 4", first, last, err)
+		}
+	})
+
+	t.Run("SeqIsPerModel", func(t *testing.T) {
+		s, log, tb, rec := setup(t)
+		other, err := s.Table((*Widget)(nil), "storetest.other")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = s.Tx(ctx, func(ctx context.Context) error {
+			if err := other.Insert(ctx, &Widget{Name: "x"}); err != nil {
+				return err
+			}
+			if err := tb.Insert(ctx, &Widget{Name: "y"}); err != nil {
+				return err
+			}
+			return other.Insert(ctx, &Widget{Name: "z"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs := map[string][]int64{}
+		for _, c := range rec.Changes() {
+			seqs[c.Model] = append(seqs[c.Model], c.Seq)
+		}
+		if fmt.Sprint(seqs[Label]) != "[1]" || fmt.Sprint(seqs["storetest.other"]) != "[1 2]" {
+			t.Fatalf("seqs by model %v; want %s [1], storetest.other [1 2]", seqs, Label)
+		}
+		logged, err := log.ChangesAfter(ctx, "storetest.other", 0, 0)
+		if err != nil || len(logged) != 2 {
+			t.Fatalf("other's log: %+v, %v", logged, err)
+		}
+	})
+
+	t.Run("ConcurrentWritersNumberedOnce", func(t *testing.T) {
+		_, log, tb, rec := setup(t)
+		const n = 40
+		insertConcurrently(t, tb, n)
+		logged, err := log.ChangesAfter(ctx, Label, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logged) != n {
+			t.Fatalf("%d changes logged, want %d", len(logged), n)
+		}
+		bySeq := map[int64]streamapi.Change{}
+		for i, c := range logged {
+			if c.Seq != int64(i+1) {
+				t.Fatalf("logged change %d has seq %d: a gap or a repeat", i, c.Seq)
+			}
+			bySeq[c.Seq] = c
+		}
+		pub := rec.Changes()
+		if len(pub) != n {
+			t.Fatalf("%d changes published, want %d", len(pub), n)
+		}
+		for _, p := range pub {
+			if l, ok := bySeq[p.Seq]; !ok || string(l.PK) != string(p.PK) {
+				t.Fatalf("published %+v does not match the log's seq %d (%+v)", p, p.Seq, l)
+			}
+			delete(bySeq, p.Seq)
+		}
+	})
+
+	t.Run("Trim", func(t *testing.T) {
+		_, log, tb, _ := setup(t)
+		for _, name := range []string{"a", "b", "c"} {
+			if err := tb.Insert(ctx, &Widget{Name: name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := log.Trim(ctx, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+			t.Fatalf("Trim of nothing old: %d, %v", n, err)
+		}
+		if n, err := log.Trim(ctx, time.Now().Add(time.Second)); err != nil || n != 3 {
+			t.Fatalf("Trim: %d, %v; want 3", n, err)
+		}
+		if first, last, err := log.Bounds(ctx, Label); err != nil || first != 4 || last != 3 {
+			t.Fatalf("Bounds after trim = %d, %d, %v; want 4, 3", first, last, err)
+		}
+		if err := tb.Insert(ctx, &Widget{Name: "d"}); err != nil {
+			t.Fatal(err)
+		}
+		logged, err := log.ChangesAfter(ctx, Label, 0, 0)
+		if err != nil || len(logged) != 1 || logged[0].Seq != 4 {
+			t.Fatalf("after trim and a write: %+v, %v; want seq 4 only", logged, err)
+		}
+		if first, last, err := log.Bounds(ctx, Label); err != nil || first != 4 || last != 4 {
+			t.Fatalf("Bounds = %d, %d, %v; want 4, 4", first, last, err)
 		}
 	})
 }

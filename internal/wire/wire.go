@@ -16,6 +16,7 @@ import (
 var statuses = map[string]int{
 	streamapi.EINVALID:       400,
 	streamapi.EUNKNOWNACTION: 400,
+	streamapi.EGONE:          410,
 	streamapi.EUNAUTHORIZED:  401,
 	streamapi.EFORBIDDEN:     403,
 	streamapi.ENOTFOUND:      404,
@@ -167,13 +168,14 @@ type eventPayload struct {
 	Data   json.RawMessage `json:"data"`
 	Model  string          `json:"model"`
 	PK     json.RawMessage `json:"pk"`
+	Seq    int64           `json:"seq,omitempty"`
 }
 
 // EncodeEvent encodes the Channels API event for c on stream:
 // {"stream", "payload": {"action", "data", "model", "pk"}}.
 func EncodeEvent(stream string, c *streamapi.Change) (streamapi.Frame, error) {
 	b, err := json.Marshal(eventFrame{Stream: stream, Payload: eventPayload{
-		Action: c.Action, Data: c.Data, Model: c.Model, PK: c.PK,
+		Action: c.Action, Data: c.Data, Model: c.Model, PK: c.PK, Seq: c.Seq,
 	}})
 	return streamapi.Frame{Head: b}, err
 }
@@ -188,6 +190,7 @@ type instancePayload struct {
 	Data           json.RawMessage `json:"data"`
 	Errors         []any           `json:"errors"`
 	ResponseStatus int             `json:"response_status"`
+	Seq            int64           `json:"seq,omitempty"`
 }
 
 var instanceTail = []byte("}}")
@@ -201,7 +204,7 @@ func EncodeInstanceEvent(stream string, c *streamapi.Change) (streamapi.Frame, e
 		data = append(append([]byte(`{"pk":`), c.PK...), '}')
 	}
 	b, err := json.Marshal(instanceFrame{Stream: stream, Payload: instancePayload{
-		Action: c.Action, Data: data, Errors: []any{}, ResponseStatus: 200,
+		Action: c.Action, Data: data, Errors: []any{}, ResponseStatus: 200, Seq: c.Seq,
 	}})
 	if err != nil {
 		return streamapi.Frame{}, err

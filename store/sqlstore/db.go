@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/streamapi/streamapi"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -26,8 +27,15 @@ type Options struct {
 	Publisher streamapi.Publisher
 	// Logger reports publish failures. Nil uses slog.Default().
 	Logger *slog.Logger
-	// ReadConns caps the read pool; zero means max(4, GOMAXPROCS).
+	// ReadConns caps SQLite's read pool; zero means max(4, GOMAXPROCS).
 	ReadConns int
+	// Conns caps PostgreSQL's pool; zero means 16.
+	Conns int
+	// NoChangeLog turns the change log (the outbox) off: changes are then
+	// published after commit with no seq, a crash between commit and
+	// publish loses them, and subscriptions cannot resume. For measuring
+	// the log's cost, or a single node that needs none of that.
+	NoChangeLog bool
 }
 
 // DB is a streamapi.Store on a SQL database.
@@ -38,20 +46,38 @@ type DB struct {
 	pub     streamapi.Publisher
 	log     *slog.Logger
 
-	// pubMu is held from commit to the end of publishing, so that changes
-	// reach the publisher in commit order.
+	changeLog bool
+	pgConfig  *pgx.ConnConfig
+	notify    chan string // PostgreSQL NOTIFYs from triggers; nil on SQLite
+	stop      context.CancelFunc
+	done      chan struct{}
+
+	tablesMu sync.RWMutex
+	tables   map[string]*table // by model label, for rows written by triggers
+
+	// pubMu is held from commit to the end of publishing when commit order
+	// must also be publish order (SQLite, or no change log), so that
+	// changes reach the publisher in commit order. With a change log on
+	// PostgreSQL, commits run concurrently and receivers order changes by
+	// seq.
 	pubMu sync.Mutex
 }
 
-var _ streamapi.Store = (*DB)(nil)
+var (
+	_ streamapi.Store          = (*DB)(nil)
+	_ streamapi.ChangeLog      = (*DB)(nil)
+	_ streamapi.ChangeNotifier = (*DB)(nil)
+)
 
-// Open connects to the database named by dsn ("sqlite:PATH").
+// Open connects to the database named by dsn: "sqlite:PATH" or a
+// PostgreSQL URL ("postgres://user@host:5432/db?sslmode=disable"). It
+// creates the change log's tables unless Options.NoChangeLog is set.
 func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	scheme, rest, ok := strings.Cut(dsn, ":")
 	if !ok {
 		return nil, fmt.Errorf("sqlstore: DSN %q has no scheme (want sqlite:PATH)", dsn)
 	}
-	db := &DB{pub: opts.Publisher, log: opts.Logger}
+	db := &DB{pub: opts.Publisher, log: opts.Logger, changeLog: !opts.NoChangeLog, tables: map[string]*table{}}
 	if db.log == nil {
 		db.log = slog.Default()
 	}
@@ -60,10 +86,51 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		if err := db.openSQLite(ctx, rest, opts); err != nil {
 			return nil, err
 		}
+	case "postgres", "postgresql":
+		if err := db.openPostgres(ctx, dsn, opts); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("sqlstore: unsupported database URL scheme: %q", scheme)
 	}
+	if db.changeLog {
+		if err := db.initChangeLog(ctx); err != nil {
+			db.closePools()
+			return nil, fmt.Errorf("sqlstore: create the change log: %w", err)
+		}
+	}
+	if db.dialect == "postgres" && db.changeLog {
+		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		db.stop, db.done, db.notify = stop, make(chan struct{}), make(chan string, 1)
+		go func() {
+			defer close(db.done)
+			db.listen(lctx)
+		}()
+	}
 	return db, nil
+}
+
+func (db *DB) initChangeLog(ctx context.Context) error {
+	if db.dialect == "postgres" {
+		return db.pgInit(ctx)
+	}
+	for _, q := range sqliteSchema {
+		if _, err := db.w.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Notify implements streamapi.ChangeNotifier: on PostgreSQL, the channel
+// receives (a model label, or "" for any) when a trigger has logged a write
+// made outside streamapi, or the LISTEN connection has come back. It is nil
+// on SQLite, where no other process writes.
+func (db *DB) Notify() <-chan string {
+	if db.notify == nil {
+		return nil
+	}
+	return db.notify
 }
 
 func (db *DB) openSQLite(ctx context.Context, path string, opts Options) error {
@@ -107,7 +174,7 @@ func (db *DB) openSQLite(ctx context.Context, path string, opts Options) error {
 	return nil
 }
 
-// Dialect returns the SQL dialect's name: "sqlite".
+// Dialect returns the SQL dialect's name: "sqlite" or "postgres".
 func (db *DB) Dialect() string { return db.dialect }
 
 // Bun returns the writer's bun.DB, for queries the Table interface does not
@@ -115,8 +182,19 @@ func (db *DB) Dialect() string { return db.dialect }
 // tables instead.
 func (db *DB) Bun() *bun.DB { return db.w }
 
-// Close closes both pools.
+// Close stops listening and closes the pools.
 func (db *DB) Close() error {
+	if db.stop != nil {
+		db.stop()
+		<-db.done
+	}
+	return db.closePools()
+}
+
+func (db *DB) closePools() error {
+	if db.r == db.w {
+		return db.w.Close()
+	}
 	return errors.Join(db.w.Close(), db.r.Close())
 }
 
@@ -132,14 +210,21 @@ func (db *DB) Migrate(ctx context.Context, fsys fs.FS) error {
 	if err := ms.Discover(sub); err != nil {
 		return fmt.Errorf("migrate: discover: %w", err)
 	}
-	m := migrate.NewMigrator(db.w, ms, migrate.WithMarkAppliedOnSuccess(true))
-	if err := m.Init(ctx); err != nil {
-		return fmt.Errorf("migrate: init: %w", err)
+	run := func() error {
+		m := migrate.NewMigrator(db.w, ms, migrate.WithMarkAppliedOnSuccess(true))
+		if err := m.Init(ctx); err != nil {
+			return fmt.Errorf("migrate: init: %w", err)
+		}
+		if _, err := m.Migrate(ctx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		return nil
 	}
-	if _, err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+	if db.dialect == "postgres" {
+		// Nodes starting together migrate one after the other.
+		return db.withPGLock(ctx, run)
 	}
-	return nil
+	return run()
 }
 
 // txState is a write transaction in progress, carried by the context.
@@ -147,6 +232,7 @@ type txState struct {
 	db      *DB
 	tx      bun.Tx
 	changes []streamapi.Change
+	marked  bool // streamapi.writer is set (PostgreSQL, tracked tables)
 }
 
 type txKey struct{}
@@ -178,15 +264,23 @@ func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) (err e
 	if err := fn(context.WithValue(ctx, txKey{}, st)); err != nil {
 		return err
 	}
-	db.pubMu.Lock()
-	defer db.pubMu.Unlock()
+	if db.changeLog && len(st.changes) > 0 {
+		if err := st.logChanges(ctx); err != nil {
+			return fmt.Errorf("sqlstore: %w", mapErr(err))
+		}
+	}
+	if !db.changeLog || db.dialect != "postgres" {
+		db.pubMu.Lock()
+		defer db.pubMu.Unlock()
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlstore: commit: %w", mapErr(err))
 	}
 	committed = true
 	if db.pub != nil && len(st.changes) > 0 {
 		// The write is durable; a publish failure must not turn it into an
-		// error for the caller. The outbox (a later change) closes this gap.
+		// error for the caller. With the change log on, receivers find the
+		// missing seqs in the log.
 		if err := db.pub.Publish(context.WithoutCancel(ctx), st.changes...); err != nil {
 			db.log.ErrorContext(ctx, "publish changes", "count", len(st.changes), "err", err)
 		}

@@ -8,14 +8,26 @@ import (
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/storetest"
+	"github.com/streamapi/streamapi/internal/testenv"
 	"github.com/streamapi/streamapi/store/sqlstore"
 )
 
 // MustOpen opens a migrated SQLite store in a temporary directory.
 func MustOpen(tb testing.TB, pub streamapi.Publisher) *sqlstore.DB {
 	tb.Helper()
+	return mustOpen(tb, "sqlite:"+filepath.Join(tb.TempDir(), "test.db"), sqlstore.Options{Publisher: pub})
+}
+
+// MustOpenPostgres opens a migrated store on a fresh PostgreSQL database.
+func MustOpenPostgres(tb testing.TB, pub streamapi.Publisher) *sqlstore.DB {
+	tb.Helper()
+	return mustOpen(tb, testenv.Postgres(tb), sqlstore.Options{Publisher: pub})
+}
+
+func mustOpen(tb testing.TB, dsn string, opts sqlstore.Options) *sqlstore.DB {
+	tb.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(tb.TempDir(), "test.db"), sqlstore.Options{Publisher: pub})
+	db, err := sqlstore.Open(ctx, dsn, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -28,6 +40,13 @@ func MustOpen(tb testing.TB, pub streamapi.Publisher) *sqlstore.DB {
 
 func TestSQLite_Conformance(t *testing.T) {
 	storetest.Run(t, func(t testing.TB, pub streamapi.Publisher) streamapi.Store { return MustOpen(t, pub) })
+	storetest.RunChangeLog(t, func(t testing.TB, pub streamapi.Publisher) streamapi.Store { return MustOpen(t, pub) })
+}
+
+func TestPostgres_Conformance(t *testing.T) {
+	testenv.Postgres(t) // skips the whole test when PostgreSQL is not configured
+	storetest.Run(t, func(t testing.TB, pub streamapi.Publisher) streamapi.Store { return MustOpenPostgres(t, pub) })
+	storetest.RunChangeLog(t, func(t testing.TB, pub streamapi.Publisher) streamapi.Store { return MustOpenPostgres(t, pub) })
 }
 
 func TestOpen_Errors(t *testing.T) {

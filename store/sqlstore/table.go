@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"github.com/streamapi/streamapi"
 	"github.com/uptrace/bun"
@@ -18,8 +19,13 @@ type table struct {
 	db      *DB
 	label   string
 	typ     reflect.Type // the struct type
+	meta    *schema.Table
 	pk      *schema.Field
 	columns map[string]bool
+
+	trackMu sync.Mutex
+	known   bool // tracked has been looked up
+	tracked bool // PostgreSQL: the table has the change-log trigger
 }
 
 var _ streamapi.Table = (*table)(nil)
@@ -39,7 +45,40 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 	for _, f := range meta.Fields {
 		cols[f.Name] = true
 	}
-	return &table{db: db, label: label, typ: typ.Elem(), pk: meta.PKs[0], columns: cols}, nil
+	t := &table{db: db, label: label, typ: typ.Elem(), meta: meta, pk: meta.PKs[0], columns: cols}
+	db.tablesMu.Lock()
+	db.tables[label] = t
+	db.tablesMu.Unlock()
+	return t, nil
+}
+
+// mark sets streamapi.writer in a PostgreSQL transaction about to write a
+// table that has the change-log trigger, so that the trigger leaves the
+// write to the store's own log (which has the resource's JSON).
+func (t *table) mark(ctx context.Context, st *txState) error {
+	if t.db.dialect != "postgres" || !t.db.changeLog || st.marked {
+		return nil
+	}
+	t.trackMu.Lock()
+	if !t.known {
+		// On the transaction: the pool may have no other connection free.
+		var err error
+		if t.tracked, err = tracked(ctx, st.tx, t.meta.Name); err != nil {
+			t.trackMu.Unlock()
+			return fmt.Errorf("look up the trigger of %s: %w", t.meta.Name, err)
+		}
+		t.known = true
+	}
+	on := t.tracked
+	t.trackMu.Unlock()
+	if !on {
+		return nil
+	}
+	if _, err := st.tx.ExecContext(ctx, "SELECT set_config('streamapi.writer', 'on', true)"); err != nil {
+		return err
+	}
+	st.marked = true
+	return nil
 }
 
 func (t *table) Label() string        { return t.label }
@@ -102,6 +141,9 @@ func (t *table) write(ctx context.Context, action string, obj any, exec func(bun
 	}
 	return t.db.Tx(ctx, func(ctx context.Context) error {
 		st := t.db.txFrom(ctx)
+		if err := t.mark(ctx, st); err != nil {
+			return fmt.Errorf("%s %s: %w", action, t.label, err)
+		}
 		res, err := exec(st.tx)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
@@ -139,6 +181,9 @@ func mapErr(err error) error {
 	if errors.As(err, &se) && se.Code()&0xff == sqliteConstraint {
 		// The message stays generic: constraint texts name tables and columns.
 		return fmt.Errorf("%w (%v)", errConflict, se)
+	}
+	if pe, ok := pgConflict(err); ok {
+		return fmt.Errorf("%w (%v)", errConflict, pe)
 	}
 	return err
 }

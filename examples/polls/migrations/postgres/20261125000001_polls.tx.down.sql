@@ -1,0 +1,3 @@
+DROP TABLE polls_choice;
+--bun:split
+DROP TABLE polls_question;

@@ -1,0 +1,329 @@
+// Package feed hands each model's committed changes to the fan-out exactly
+// once and in seq order, whatever the broker does. The change log is the
+// truth and the broker the fast path:
+//
+//   - a change whose seq was already delivered is dropped (a repeat);
+//   - a change beyond the next expected seq first has the missing ones read
+//     from the log and delivered (a publisher that crashed after commit, a
+//     message lost while the broker connection was down);
+//   - a poll of the log, every PollInterval and whenever the store signals a
+//     write made outside streamapi, delivers what no broker message
+//     announced (the last changes before a crash, trigger-logged writes).
+//
+// It also resumes subscriptions: under the model's lock, so that no change
+// is delivered meanwhile, it reads what a subscriber missed after a given
+// seq, and the subscription is registered before the lock is released: the
+// replay ends exactly where live delivery starts.
+package feed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/streamapi/streamapi"
+)
+
+// Options configures a Feed.
+type Options struct {
+	// PollInterval is how often the log is read for changes no broker
+	// message announced; zero means 1 s.
+	PollInterval time.Duration
+	// Retention is how long the log keeps changes: a subscription can
+	// resume from at most this far back. Zero means 24 h; negative keeps
+	// them forever.
+	Retention time.Duration
+	// ResumeLimit caps how many events one resume replays; beyond it the
+	// client is told to resync. Zero means 512.
+	ResumeLimit int
+	Logger      *slog.Logger
+}
+
+// ErrResync means the subscriber cannot resume from the seq it gave: the
+// log no longer holds what followed it, or never did.
+var ErrResync = errors.New("resync required")
+
+// Feed orders and completes the changes of a set of models.
+type Feed struct {
+	log     streamapi.ChangeLog
+	deliver streamapi.ChangeHandler
+	opts    Options
+	lg      *slog.Logger
+	models  map[string]*model
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+type model struct {
+	name string
+	mu   sync.Mutex
+	next int64 // the next seq to deliver
+}
+
+// batch is how many changes one read of the log takes.
+const batch = 1000
+
+// New returns a feed of the given models, delivering to deliver (the
+// hub). It reads where each model's log ends: changes before that are not
+// delivered live (a subscriber may still resume from them).
+func New(ctx context.Context, log streamapi.ChangeLog, models []string, deliver streamapi.ChangeHandler, opts Options) (*Feed, error) {
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 24 * time.Hour
+	}
+	if opts.ResumeLimit <= 0 {
+		opts.ResumeLimit = 512
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	f := &Feed{log: log, deliver: deliver, opts: opts, lg: opts.Logger, models: map[string]*model{}}
+	for _, name := range models {
+		_, last, err := log.Bounds(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("feed: %w", err)
+		}
+		f.models[name] = &model{name: name, next: last + 1}
+	}
+	return f, nil
+}
+
+// Start runs the poller (and the log's trimming) until Stop.
+func (f *Feed) Start(ctx context.Context) {
+	ctx, f.stop = context.WithCancel(context.WithoutCancel(ctx))
+	f.done = make(chan struct{})
+	go f.run(ctx)
+}
+
+// Stop ends the poller and waits for it.
+func (f *Feed) Stop() {
+	if f.stop != nil {
+		f.stop()
+		<-f.done
+	}
+}
+
+func (f *Feed) run(ctx context.Context) {
+	defer close(f.done)
+	poll := time.NewTicker(f.opts.PollInterval)
+	defer poll.Stop()
+	var trim <-chan time.Time
+	if f.opts.Retention > 0 {
+		t := time.NewTicker(min(max(f.opts.Retention/10, time.Second), time.Minute))
+		defer t.Stop()
+		trim = t.C
+		f.trim(ctx)
+	}
+	var notify <-chan string
+	if n, ok := f.log.(streamapi.ChangeNotifier); ok {
+		notify = n.Notify()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+			f.PollAll(ctx)
+		case _, ok := <-notify:
+			if !ok {
+				notify = nil
+				continue
+			}
+			f.PollAll(ctx)
+		case <-trim:
+			f.trim(ctx)
+		}
+	}
+}
+
+func (f *Feed) trim(ctx context.Context) {
+	n, err := f.log.Trim(ctx, time.Now().Add(-f.opts.Retention))
+	if err != nil {
+		if ctx.Err() == nil {
+			f.lg.ErrorContext(ctx, "trim the change log", "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		f.lg.DebugContext(ctx, "trimmed the change log", "changes", n, "retention", f.opts.Retention)
+	}
+}
+
+// PollAll delivers, for every model, what the log holds beyond what was
+// delivered. The log is read without the model's lock, so a slow read does
+// not hold up broker delivery.
+func (f *Feed) PollAll(ctx context.Context) {
+	names := make([]string, 0, len(f.models))
+	for name := range f.models {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m := f.models[name]
+		for ctx.Err() == nil {
+			m.mu.Lock()
+			after := m.next - 1
+			m.mu.Unlock()
+			cs, err := f.log.ChangesAfter(ctx, name, after, batch)
+			if err != nil {
+				if ctx.Err() == nil {
+					f.lg.ErrorContext(ctx, "read the change log", "model", name, "err", err)
+				}
+				break
+			}
+			m.mu.Lock()
+			for i := range cs {
+				f.deliverLocked(ctx, m, cs[i])
+			}
+			m.mu.Unlock()
+			if len(cs) < batch {
+				break
+			}
+		}
+	}
+}
+
+// Receive is the broker's handler: it delivers c after whatever the log
+// holds between the last delivered seq and c's, and drops c if it was
+// delivered already.
+func (f *Feed) Receive(ctx context.Context, c streamapi.Change) {
+	m := f.models[c.Model]
+	if m == nil || c.Seq == 0 {
+		// Not a model of this feed, or a store without a log: pass it on.
+		f.deliver(ctx, c)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c.Seq < m.next {
+		return
+	}
+	for m.next < c.Seq {
+		cs, err := f.log.ChangesAfter(ctx, m.name, m.next-1, int(min(c.Seq-m.next, batch)))
+		if err != nil {
+			// Leave c to the poller: delivering it now would skip the gap.
+			f.lg.ErrorContext(ctx, "fill a gap from the change log", "model", m.name, "from", m.next, "to", c.Seq, "err", err)
+			return
+		}
+		if len(cs) == 0 {
+			f.lg.ErrorContext(ctx, "the change log lacks changes a broker message follows", "model", m.name, "from", m.next, "to", c.Seq)
+			return
+		}
+		for i := range cs {
+			f.deliverLocked(ctx, m, cs[i])
+		}
+	}
+	f.deliverLocked(ctx, m, c)
+}
+
+// deliverLocked delivers c if it is the next (or, after a trimmed gap, a
+// later) change of m. m.mu is held.
+func (f *Feed) deliverLocked(ctx context.Context, m *model, c streamapi.Change) {
+	if c.Seq < m.next {
+		return
+	}
+	if c.Seq > m.next {
+		f.lg.WarnContext(ctx, "changes trimmed from the log before this node delivered them", "model", m.name, "from", m.next, "to", c.Seq-1)
+	}
+	f.deliver(ctx, c)
+	m.next = c.Seq + 1
+}
+
+// A Resume is a subscription being resumed. While it is open the model's
+// live delivery waits, so Done must be called, promptly and once.
+type Resume struct {
+	// Changes are the missed changes that matched, in seq order.
+	Changes []streamapi.Change
+	// Seq is the last seq delivered before the subscription starts: live
+	// events follow it.
+	Seq int64
+	m   *model
+}
+
+// Done registers the subscription (register runs under the model's lock,
+// so no change falls between the replay and live delivery) and lets
+// delivery go on.
+func (r *Resume) Done(register func()) {
+	defer r.m.mu.Unlock()
+	if register != nil {
+		register()
+	}
+}
+
+// Resume prepares a subscription to model that starts after seq since
+// (since < 0: from now), replaying the changes for which match is true. It
+// returns ErrResync when the log no longer holds what followed since, when
+// since is ahead of the log, or when more than ResumeLimit changes match.
+// On success the model's lock is held until the Resume's Done.
+func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(*streamapi.Change) bool) (*Resume, error) {
+	m := f.models[name]
+	if m == nil {
+		return nil, fmt.Errorf("feed: no model %q", name)
+	}
+	var got []streamapi.Change
+	after := since
+	if since >= 0 {
+		first, last, err := f.log.Bounds(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("feed: %w", err)
+		}
+		if since > last || since+1 < first {
+			return nil, ErrResync
+		}
+		// The bulk, without the lock.
+		if got, after, err = f.collect(ctx, name, since, last, match, nil); err != nil {
+			return nil, err
+		}
+	}
+	m.mu.Lock()
+	if since < 0 {
+		return &Resume{Seq: m.next - 1, m: m}, nil
+	}
+	// The rest, up to what was delivered live, under the lock.
+	var err error
+	if after < m.next-1 {
+		got, _, err = f.collect(ctx, name, after, m.next-1, match, got)
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	// The bulk read may have gone past what this node has delivered: those
+	// arrive live.
+	n := len(got)
+	for n > 0 && got[n-1].Seq >= m.next {
+		n--
+	}
+	return &Resume{Changes: got[:n], Seq: m.next - 1, m: m}, nil
+}
+
+// collect appends to dst the matching changes in (after, upto] and returns
+// the last seq read.
+func (f *Feed) collect(ctx context.Context, name string, after, upto int64, match func(*streamapi.Change) bool, dst []streamapi.Change) ([]streamapi.Change, int64, error) {
+	for after < upto {
+		cs, err := f.log.ChangesAfter(ctx, name, after, int(min(upto-after, batch)))
+		if err != nil {
+			return nil, 0, fmt.Errorf("feed: resume: %w", err)
+		}
+		if len(cs) == 0 || cs[0].Seq != after+1 {
+			return nil, 0, ErrResync // trimmed meanwhile
+		}
+		for i := range cs {
+			if match(&cs[i]) {
+				if len(dst) == f.opts.ResumeLimit {
+					return nil, 0, ErrResync
+				}
+				dst = append(dst, cs[i])
+			}
+			after = cs[i].Seq
+		}
+	}
+	return dst, after, nil
+}
