@@ -61,9 +61,19 @@ type option func(*server.Config, *resource.Config[Note])
 // The handshake's ?user= query parameter names the user (none: anonymous).
 func start(t *testing.T, opts ...option) *env {
 	t.Helper()
+	return startWith(t, nil, opts...)
+}
+
+// startWith is start with the store's options changed by store first.
+func startWith(t *testing.T, store func(*sqlstore.Options), opts ...option) *env {
+	t.Helper()
 	ctx := context.Background()
 	broker := memory.New()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "e2e.db"), sqlstore.Options{Publisher: broker})
+	sopts := sqlstore.Options{Publisher: broker}
+	if store != nil {
+		store(&sopts)
+	}
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "e2e.db"), sopts)
 	if err != nil {
 		t.Fatal(err)
 	}

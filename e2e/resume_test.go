@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/client"
 	"github.com/streamapi/streamapi/resource"
 	"github.com/streamapi/streamapi/server"
+	"github.com/streamapi/streamapi/store/sqlstore"
 )
 
 // createQ creates a question over c and returns its id.
@@ -255,5 +257,51 @@ func TestResume_WithoutChangeLog(t *testing.T) {
 	r.want(t, 200, "[]")
 	if compact(r.Data) != `{"action":"create"}` {
 		t.Fatalf("subscribe reply without a log %s, want no seq", r.Data)
+	}
+}
+
+// lostPublisher stands for a node that crashed between commit and publish:
+// it publishes nothing.
+type lostPublisher struct{}
+
+func (lostPublisher) Publish(context.Context, ...streamapi.Change) error {
+	return errors.New("crashed")
+}
+
+// TestOutbox_PublishLost: a change committed but never published still
+// reaches subscribers, from the change log. Without the log it is lost:
+// the control shows the test can fail.
+func TestOutbox_PublishLost(t *testing.T) {
+	for _, withLog := range []bool{true, false} {
+		t.Run(fmt.Sprint("log=", withLog), func(t *testing.T) {
+			e := startWith(t, func(o *sqlstore.Options) {
+				o.Publisher = lostPublisher{}
+				o.NoChangeLog = !withLog
+			}, func(s *server.Config, _ *resource.Config[Note]) {
+				s.Log.PollInterval = 20 * time.Millisecond
+				if !withLog {
+					s.ChangeLog = nil
+				}
+			})
+			c := e.dial("")
+			sub, err := c.Subscribe(tctx(t), "questions", "create", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := createQ(t, e.dial(""), "committed, never published")
+			select {
+			case ev := <-sub.C:
+				if !withLog {
+					t.Fatalf("without a change log an unpublished change arrived: %s", ev.Raw)
+				}
+				if compact(ev.PK) != fmtID(id) || ev.Seq != 1 {
+					t.Fatalf("event %s", ev.Raw)
+				}
+			case <-time.After(time.Second):
+				if withLog {
+					t.Fatal("the committed change was not delivered from the log within 1 s")
+				}
+			}
+		})
 	}
 }

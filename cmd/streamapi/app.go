@@ -24,8 +24,8 @@ type Flags struct {
 	DB            string        `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=disable."`
 	Broker        string        `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process), redis://HOST:PORT, nats://HOST:PORT."`
 	BrokerPrefix  string        `env:"STREAMAPI_BROKER_PREFIX" help:"Channel (Redis) or subject (NATS) prefix, to keep deployments sharing a broker apart (default streamapi: / streamapi.)."`
-	Retention     time.Duration `default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
-	PollInterval  time.Duration `default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
+	Retention     time.Duration `name:"change-retention" default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
+	PollInterval  time.Duration `name:"change-poll" default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
 	NoChangeLog   bool          `env:"STREAMAPI_NO_CHANGE_LOG" help:"Turn the change log (outbox) off: no seq, no resume, and a crash between commit and publish loses events."`
 	PageSize      int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
 	Debug         bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`

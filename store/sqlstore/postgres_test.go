@@ -3,9 +3,11 @@ package sqlstore_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/storetest"
 	"github.com/streamapi/streamapi/internal/testenv"
 	"github.com/streamapi/streamapi/store/sqlstore"
@@ -22,15 +24,16 @@ type note struct {
 	Hidden        string    `bun:"-" json:"-"`
 }
 
-func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
-	dsn := testenv.Postgres(t)
-	ctx := context.Background()
+// openNotes opens a store on dsn with the table sqlstore_note, tracked by
+// the change-log trigger.
+func openNotes(t *testing.T, dsn string) (*sqlstore.DB, streamapi.Table) {
+	t.Helper()
 	db := mustOpen(t, dsn, sqlstore.Options{})
 	for _, q := range []string{
 		`CREATE TABLE sqlstore_note (id bigserial PRIMARY KEY, body text NOT NULL, created_at timestamptz NOT NULL)`,
 		`SELECT streamapi_track('sqlstore_note', 'test.note')`,
 	} {
-		if _, err := db.Bun().ExecContext(ctx, q); err != nil {
+		if _, err := db.Bun().ExecContext(context.Background(), q); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -38,6 +41,13 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, tb
+}
+
+func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	ctx := context.Background()
+	db, tb := openNotes(t, dsn)
 	// One write through the store, logged by the store (not twice).
 	when := time.Date(2026, 11, 29, 14, 0, 0, 0, time.UTC)
 	mine := &note{Body: "mine", CreatedAt: when}
@@ -113,5 +123,45 @@ func TestPostgres_ConcurrentMigrate(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestPostgres_SeqFollowsCommitOrder: a transaction that has taken a seq
+// holds the model's counter until it commits, so a later writer waits and
+// gets the next number: seqs are in commit order.
+func TestPostgres_SeqFollowsCommitOrder(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	ctx := context.Background()
+	db, tb := openNotes(t, dsn)
+	// A psql session writes (its trigger takes seq 1) and has not
+	// committed yet.
+	other := mustOpen(t, dsn, sqlstore.Options{NoChangeLog: true}).Bun()
+	tx, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sqlstore_note (body, created_at) VALUES ('first', now())`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tb.Insert(ctx, &note{Body: "second", CreatedAt: time.Now()}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the store committed (%v) while an earlier writer of the model held its seq", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.ChangesAfter(ctx, "test.note", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 2 || !strings.Contains(string(got[0].Data), `"first"`) || !strings.Contains(string(got[1].Data), `"second"`) {
+		t.Fatalf("log %+v, want first (seq 1) then second (seq 2)", got)
 	}
 }

@@ -1,0 +1,296 @@
+package feed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/feed"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// memLog is a change log in memory; fail makes reads fail.
+type memLog struct {
+	mu      sync.Mutex
+	changes map[string][]streamapi.Change // by model, in seq order
+	first   map[string]int64              // lowest seq kept
+	fail    bool
+	reads   int
+}
+
+func newLog() *memLog {
+	return &memLog{changes: map[string][]streamapi.Change{}, first: map[string]int64{}}
+}
+
+// add commits n changes of model and returns them.
+func (l *memLog) add(model string, n int) []streamapi.Change {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []streamapi.Change
+	for i := 0; i < n; i++ {
+		seq := int64(len(l.changes[model])) + 1
+		c := streamapi.Change{Model: model, Action: "update", Seq: seq, PK: []byte(fmt.Sprint(seq % 3)), Data: []byte("{}")}
+		l.changes[model] = append(l.changes[model], c)
+		out = append(out, c)
+	}
+	if l.first[model] == 0 {
+		l.first[model] = 1
+	}
+	return out
+}
+
+func (l *memLog) ChangesAfter(_ context.Context, model string, after int64, limit int) ([]streamapi.Change, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reads++
+	if l.fail {
+		return nil, errors.New("database down")
+	}
+	var out []streamapi.Change
+	for _, c := range l.changes[model] {
+		if c.Seq > after && c.Seq >= l.first[model] && (limit <= 0 || len(out) < limit) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (l *memLog) Bounds(_ context.Context, model string) (int64, int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fail {
+		return 0, 0, errors.New("database down")
+	}
+	last := int64(len(l.changes[model]))
+	first := l.first[model]
+	if first == 0 {
+		first = last + 1
+	}
+	return first, last, nil
+}
+
+func (l *memLog) Trim(context.Context, time.Time) (int64, error) { return 0, nil }
+
+// trimTo drops the changes before seq.
+func (l *memLog) trimTo(model string, seq int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.first[model] = seq
+}
+
+// sink records delivered seqs.
+type sink struct {
+	mu   sync.Mutex
+	seqs []int64
+}
+
+func (s *sink) deliver(_ context.Context, c streamapi.Change) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seqs = append(s.seqs, c.Seq)
+}
+
+func (s *sink) got() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(s.seqs)
+}
+
+func newFeed(t *testing.T, l *memLog, opts feed.Options) (*feed.Feed, *sink) {
+	t.Helper()
+	s := &sink{}
+	f, err := feed.New(context.Background(), l, []string{"m"}, s.deliver, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, s
+}
+
+func TestFeed_StartsAtTheEndOfTheLog(t *testing.T) {
+	l := newLog()
+	l.add("m", 3)
+	f, s := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	f.PollAll(ctx)
+	if s.got() != "[]" {
+		t.Fatalf("changes before the feed started were delivered: %s", s.got())
+	}
+	f.Receive(ctx, l.add("m", 1)[0])
+	if s.got() != "[4]" {
+		t.Fatalf("got %s, want [4]", s.got())
+	}
+}
+
+func TestFeed_DropsRepeatsAndFillsGaps(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	cs := l.add("m", 6)
+	f.Receive(ctx, cs[0])
+	f.Receive(ctx, cs[0]) // a repeat
+	f.Receive(ctx, cs[3]) // 2 and 3 were lost: read from the log
+	f.Receive(ctx, cs[1]) // late: already delivered
+	f.Receive(ctx, cs[2])
+	f.Receive(ctx, cs[4])
+	f.PollAll(ctx) // 6 never came from the broker
+	f.Receive(ctx, cs[5])
+	if s.got() != "[1 2 3 4 5 6]" {
+		t.Fatalf("delivered %s, want [1 2 3 4 5 6]", s.got())
+	}
+}
+
+func TestFeed_PassesOnChangesWithoutSeq(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	f.Receive(context.Background(), streamapi.Change{Model: "m"})
+	f.Receive(context.Background(), streamapi.Change{Model: "other", Seq: 9})
+	if s.got() != "[0 9]" {
+		t.Fatalf("got %s", s.got())
+	}
+}
+
+func TestFeed_LogDownLeavesTheGapToThePoller(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	cs := l.add("m", 3)
+	l.fail = true
+	f.Receive(ctx, cs[2]) // 1 and 2 cannot be read: 3 must wait
+	f.PollAll(ctx)
+	if s.got() != "[]" {
+		t.Fatalf("delivered %s with a gap before it", s.got())
+	}
+	l.mu.Lock()
+	l.fail = false
+	l.mu.Unlock()
+	f.PollAll(ctx)
+	if s.got() != "[1 2 3]" {
+		t.Fatalf("after the log came back: %s, want [1 2 3]", s.got())
+	}
+}
+
+func TestFeed_PollerRunsAndStops(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{PollInterval: 10 * time.Millisecond, Retention: -1})
+	f.Start(context.Background())
+	l.add("m", 2)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.got() != "[1 2]" {
+		if time.Now().After(deadline) {
+			t.Fatalf("poller delivered %s within 5 s, want [1 2]", s.got())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.Stop()
+}
+
+func TestFeed_TrimmedGapIsSkipped(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	l.add("m", 5)
+	l.trimTo("m", 4) // this node never delivered 1..3 and they are gone
+	f.PollAll(context.Background())
+	if s.got() != "[4 5]" {
+		t.Fatalf("got %s, want [4 5]", s.got())
+	}
+}
+
+func TestFeed_Resume(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{ResumeLimit: 3})
+	ctx := context.Background()
+	for _, c := range l.add("m", 7) {
+		f.Receive(ctx, c)
+	}
+	pk1 := func(c *streamapi.Change) bool { return string(c.PK) == "1" }
+	r, err := f.Resume(ctx, "m", 0, pk1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, c := range r.Changes {
+		seqs = append(seqs, c.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 4 7]" || r.Seq != 7 {
+		t.Fatalf("resume from 0: %v up to %d, want [1 4 7] up to 7", seqs, r.Seq)
+	}
+	registered := false
+	// While the resume is open, live delivery waits.
+	more := l.add("m", 1)[0]
+	delivered := make(chan struct{})
+	go func() {
+		f.Receive(ctx, more)
+		close(delivered)
+	}()
+	select {
+	case <-delivered:
+		t.Fatal("a change was delivered while a resume was open")
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.Done(func() { registered = true })
+	<-delivered
+	if !registered || s.got() != "[1 2 3 4 5 6 7 8]" {
+		t.Fatalf("registered %v, delivered %s", registered, s.got())
+	}
+
+	all := func(*streamapi.Change) bool { return true }
+	if _, err := f.Resume(ctx, "m", 2, all); !errors.Is(err, feed.ErrResync) {
+		t.Fatalf("6 to replay with a limit of 3: %v, want ErrResync", err)
+	}
+	if _, err := f.Resume(ctx, "m", 9, all); !errors.Is(err, feed.ErrResync) {
+		t.Fatalf("since ahead of the log: %v, want ErrResync", err)
+	}
+	l.trimTo("m", 5)
+	if _, err := f.Resume(ctx, "m", 3, all); !errors.Is(err, feed.ErrResync) {
+		t.Fatalf("since before the trim: %v, want ErrResync", err)
+	}
+	r, err = f.Resume(ctx, "m", 4, func(c *streamapi.Change) bool { return c.Seq > 6 })
+	if err != nil || len(r.Changes) != 2 {
+		t.Fatalf("since at the trim: %v, %v", r, err)
+	}
+	r.Done(nil)
+	// From now: no replay, and where it starts.
+	r, err = f.Resume(ctx, "m", -1, all)
+	if err != nil || len(r.Changes) != 0 || r.Seq != 8 {
+		t.Fatalf("from now: %+v, %v", r, err)
+	}
+	r.Done(nil)
+}
+
+// TestFeed_ResumeOnALaggingNode: the log holds changes this node has not
+// delivered yet; the replay stops where live delivery is, and the rest
+// comes live, once.
+func TestFeed_ResumeOnALaggingNode(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	cs := l.add("m", 5)
+	f.Receive(ctx, cs[0])
+	f.Receive(ctx, cs[1])
+	r, err := f.Resume(ctx, "m", 0, func(*streamapi.Change) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Changes) != 2 || r.Seq != 2 {
+		t.Fatalf("replayed %d up to %d, want 2 up to 2", len(r.Changes), r.Seq)
+	}
+	r.Done(nil)
+	f.PollAll(ctx)
+	if s.got() != "[1 2 3 4 5]" {
+		t.Fatalf("got %s", s.got())
+	}
+}
+
+func TestFeed_NewFailsWhenTheLogIsDown(t *testing.T) {
+	l := newLog()
+	l.fail = true
+	if _, err := feed.New(context.Background(), l, []string{"m"}, nil, feed.Options{}); err == nil {
+		t.Fatal("New succeeded with the log down")
+	}
+}
