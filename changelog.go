@@ -19,7 +19,8 @@ type ChangeLog interface {
 	// highest seq assigned to it so far (0 when none). When the log holds
 	// none of the model's changes, first is last+1.
 	Bounds(ctx context.Context, model string) (first, last int64, err error)
-	// Trim deletes the changes committed before t and returns how many.
+	// Trim deletes the changes committed before t and returns how many. It
+	// may keep each model's newest change (SQLite numbers from it).
 	Trim(ctx context.Context, before time.Time) (int64, error)
 }
 

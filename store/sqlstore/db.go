@@ -47,6 +47,7 @@ type DB struct {
 	log     *slog.Logger
 
 	changeLog bool
+	logStmt   *sql.Stmt // SQLite: the change log's insert, on the writer
 	pgConfig  *pgx.ConnConfig
 	notify    chan string // PostgreSQL NOTIFYs from triggers; nil on SQLite
 	stop      context.CancelFunc
@@ -93,7 +94,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	default:
 		return nil, fmt.Errorf("sqlstore: unsupported database URL scheme: %q", scheme)
 	}
-	if db.changeLog {
+	// On PostgreSQL the log's schema is made even with NoChangeLog, so
+	// that migrations calling streamapi_track run either way.
+	if db.changeLog || db.dialect == "postgres" {
 		if err := db.initChangeLog(ctx); err != nil {
 			db.closePools()
 			return nil, fmt.Errorf("sqlstore: create the change log: %w", err)
@@ -119,7 +122,9 @@ func (db *DB) initChangeLog(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	var err error
+	db.logStmt, err = db.w.DB.PrepareContext(ctx, sqliteLogInsert)
+	return err
 }
 
 // Notify implements streamapi.ChangeNotifier: on PostgreSQL, the channel
@@ -192,6 +197,9 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) closePools() error {
+	if db.logStmt != nil {
+		db.logStmt.Close()
+	}
 	if db.r == db.w {
 		return db.w.Close()
 	}

@@ -54,9 +54,10 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 
 // mark sets streamapi.writer in a PostgreSQL transaction about to write a
 // table that has the change-log trigger, so that the trigger leaves the
-// write to the store's own log (which has the resource's JSON).
+// write to the store's own log (which has the resource's JSON), or, with
+// NoChangeLog, unlogged.
 func (t *table) mark(ctx context.Context, st *txState) error {
-	if t.db.dialect != "postgres" || !t.db.changeLog || st.marked {
+	if t.db.dialect != "postgres" || st.marked {
 		return nil
 	}
 	t.trackMu.Lock()
