@@ -140,8 +140,9 @@ func (b *Broker) Subscribe(ctx context.Context, topic string, h streamapi.Change
 	return func() { b.stop(s) }, nil
 }
 
-// stop closes one subscription and waits for its goroutine, unless called
-// from it (a handler cancelling its own subscription).
+// stop closes one subscription. It does not wait for the subscription's
+// goroutine (a handler may cancel its own subscription): a handler call in
+// progress may end after stop returns. Close waits for them all.
 func (b *Broker) stop(s *sub) {
 	s.once.Do(func() {
 		b.mu.Lock()

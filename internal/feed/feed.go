@@ -68,6 +68,10 @@ type model struct {
 // batch is how many changes one read of the log takes.
 const batch = 1000
 
+// readTimeout bounds a read of the log made while holding a model's lock,
+// so that a stalled database cannot hold up the model's delivery for ever.
+const readTimeout = 10 * time.Second
+
 // New returns a feed of the given models, delivering to deliver (the
 // hub). It reads where each model's log ends: changes before that are not
 // delivered live (a subscriber may still resume from them).
@@ -205,20 +209,10 @@ func (f *Feed) Receive(ctx context.Context, c streamapi.Change) {
 	if c.Seq < m.next {
 		return
 	}
-	for m.next < c.Seq {
-		cs, err := f.log.ChangesAfter(ctx, m.name, m.next-1, int(min(c.Seq-m.next, batch)))
-		if err != nil {
-			// Leave c to the poller: delivering it now would skip the gap.
-			f.lg.ErrorContext(ctx, "fill a gap from the change log", "model", m.name, "from", m.next, "to", c.Seq, "err", err)
-			return
-		}
-		if len(cs) == 0 {
-			f.lg.ErrorContext(ctx, "the change log lacks changes a broker message follows", "model", m.name, "from", m.next, "to", c.Seq)
-			return
-		}
-		for i := range cs {
-			f.deliverLocked(ctx, m, cs[i])
-		}
+	if err := f.catchUpLocked(ctx, m, c.Seq-1); err != nil {
+		// Leave c to the poller: delivering it now would skip the gap.
+		f.lg.ErrorContext(ctx, "fill a gap from the change log", "model", m.name, "from", m.next, "to", c.Seq, "err", err)
+		return
 	}
 	f.deliverLocked(ctx, m, c)
 }
@@ -277,8 +271,12 @@ func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(
 		if since > last || since+1 < first {
 			return nil, ErrResync
 		}
-		// The bulk, without the lock.
-		if got, after, err = f.collect(ctx, name, since, last, match, nil); err != nil {
+		// The bulk, without the lock, up to what this node had delivered a
+		// moment ago (it only grows): nothing past it, which comes live.
+		m.mu.Lock()
+		upto := min(last, m.next-1)
+		m.mu.Unlock()
+		if got, after, err = f.collect(ctx, name, since, upto, match, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -286,22 +284,44 @@ func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(
 	if since < 0 {
 		return &Resume{Seq: m.next - 1, m: m}, nil
 	}
+	// A client may come from a node that is ahead of this one: bring this
+	// node's subscribers up to since first (they are owed those changes
+	// anyway), so that live delivery starts after since and repeats
+	// nothing the client saw.
+	if err := f.catchUpLocked(ctx, m, since); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
 	// The rest, up to what was delivered live, under the lock.
 	var err error
 	if after < m.next-1 {
-		got, _, err = f.collect(ctx, name, after, m.next-1, match, got)
+		got, _, err = f.collect(ctx, name, max(after, since), m.next-1, match, got)
 	}
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
-	// The bulk read may have gone past what this node has delivered: those
-	// arrive live.
-	n := len(got)
-	for n > 0 && got[n-1].Seq >= m.next {
-		n--
+	return &Resume{Changes: got, Seq: m.next - 1, m: m}, nil
+}
+
+// catchUpLocked delivers m's changes up to seq upto from the log. m.mu is
+// held.
+func (f *Feed) catchUpLocked(ctx context.Context, m *model, upto int64) error {
+	for m.next-1 < upto {
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		cs, err := f.log.ChangesAfter(rctx, m.name, m.next-1, int(min(upto-m.next+1, batch)))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("feed: catch up: %w", err)
+		}
+		if len(cs) == 0 {
+			return fmt.Errorf("feed: catch up: the log has no change of %s after %d", m.name, m.next-1)
+		}
+		for i := range cs {
+			f.deliverLocked(ctx, m, cs[i])
+		}
 	}
-	return &Resume{Changes: got[:n], Seq: m.next - 1, m: m}, nil
+	return nil
 }
 
 // collect appends to dst the matching changes in (after, upto] and returns
@@ -312,10 +332,13 @@ func (f *Feed) collect(ctx context.Context, name string, after, upto int64, matc
 		if err != nil {
 			return nil, 0, fmt.Errorf("feed: resume: %w", err)
 		}
-		if len(cs) == 0 || cs[0].Seq != after+1 {
+		if len(cs) == 0 {
 			return nil, 0, ErrResync // trimmed meanwhile
 		}
 		for i := range cs {
+			if cs[i].Seq != after+1 {
+				return nil, 0, ErrResync // a hole: trimmed meanwhile
+			}
 			if match(&cs[i]) {
 				if len(dst) == f.opts.ResumeLimit {
 					return nil, 0, ErrResync

@@ -231,7 +231,7 @@ func TestFeed_Resume(t *testing.T) {
 	select {
 	case <-delivered:
 		t.Fatal("a change was delivered while a resume was open")
-	case <-time.After(20 * time.Millisecond):
+	case <-time.After(100 * time.Millisecond):
 	}
 	r.Done(func() { registered = true })
 	<-delivered
@@ -284,6 +284,54 @@ func TestFeed_ResumeOnALaggingNode(t *testing.T) {
 	f.PollAll(ctx)
 	if s.got() != "[1 2 3 4 5]" {
 		t.Fatalf("got %s", s.got())
+	}
+}
+
+// TestFeed_ResumeAheadOfThisNode: a client that saw up to seq 4 on a node
+// that is ahead resumes here, where only 2 were delivered: this node first
+// catches its subscribers up to 4, and the client gets 5 live, not 3 and 4
+// again.
+func TestFeed_ResumeAheadOfThisNode(t *testing.T) {
+	l := newLog()
+	f, s := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	cs := l.add("m", 5)
+	f.Receive(ctx, cs[0])
+	f.Receive(ctx, cs[1])
+	r, err := f.Resume(ctx, "m", 4, func(*streamapi.Change) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Changes) != 0 || r.Seq != 4 {
+		t.Fatalf("replay %d changes up to %d, want none up to 4", len(r.Changes), r.Seq)
+	}
+	if s.got() != "[1 2 3 4]" {
+		t.Fatalf("this node's subscribers got %s before the resume, want [1 2 3 4]", s.got())
+	}
+	r.Done(func() {})
+	f.Receive(ctx, cs[4])
+	for _, c := range cs[2:] {
+		f.Receive(ctx, c) // late repeats
+	}
+	if s.got() != "[1 2 3 4 5]" {
+		t.Fatalf("got %s", s.got())
+	}
+}
+
+// TestFeed_ResumeStopsAtAHole: a hole in the middle of the log (trimmed
+// out of order) is a resync, never a silent skip.
+func TestFeed_ResumeStopsAtAHole(t *testing.T) {
+	l := newLog()
+	f, _ := newFeed(t, l, feed.Options{})
+	ctx := context.Background()
+	for _, c := range l.add("m", 5) {
+		f.Receive(ctx, c)
+	}
+	l.mu.Lock()
+	l.changes["m"] = append(l.changes["m"][:2:2], l.changes["m"][3:]...) // seq 3 gone
+	l.mu.Unlock()
+	if _, err := f.Resume(ctx, "m", 1, func(*streamapi.Change) bool { return true }); !errors.Is(err, feed.ErrResync) {
+		t.Fatalf("resume across a hole: %v, want ErrResync", err)
 	}
 }
 

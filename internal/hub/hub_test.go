@@ -173,9 +173,11 @@ func (p *countPeer) Send(streamapi.Frame) { p.n++ }
 
 // TestHub_FanOutAllocations checks that fan-out allocates per change, not
 // per subscriber: one publish to 1,000 subscribers must not allocate more
-// than a publish to 1. (Under the race detector the counts wobble by one
-// either way, so one more is let through there.)
+// than a publish to 1.
 func TestHub_FanOutAllocations(t *testing.T) {
+	if raceOn {
+		t.Skip("allocation counts under the race detector vary by 1 to 2 on their own; the run without -race checks this")
+	}
 	allocs := func(n int) float64 {
 		h := newHub()
 		for i := 0; i < n; i++ {
@@ -186,11 +188,7 @@ func TestHub_FanOutAllocations(t *testing.T) {
 		return testing.AllocsPerRun(20, func() { h.Publish(context.Background(), c) })
 	}
 	one, many := allocs(1), allocs(1000)
-	slack := 0.0
-	if raceOn {
-		slack = 1
-	}
-	if many > one+slack {
+	if many > one {
 		t.Fatalf("publish to 1 subscriber: %v allocs; to 1000: %v allocs", one, many)
 	}
 }

@@ -3,5 +3,5 @@
 package hub_test
 
 // raceOn reports whether the race detector is on: its instrumentation
-// allocates now and then, so allocation counts wobble by one.
+// allocates now and then, so allocation counts are not exact.
 const raceOn = true

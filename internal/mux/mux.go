@@ -53,7 +53,7 @@ func (m *Mux) HandleFrame(ctx context.Context, c *conn.Conn, frame []byte) {
 // overtakes the reply that acknowledges its subscription.
 func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	req, err := wire.DecodeRequest(frame)
-	after := func() {}
+	after := nothing
 	var rep streamapi.Reply
 	switch {
 	case err != nil:
@@ -75,25 +75,29 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	if rep.Err != nil && streamapi.ErrorCode(rep.Err) == streamapi.EINTERNAL {
 		m.log.ErrorContext(ctx, "request failed", "stream", req.Stream, "action", req.Action, "err", rep.Err)
 	}
-	// after always runs: a resume holds its model's lock until it does.
-	defer after()
 	b, err := wire.EncodeReply(&req, rep)
 	if err != nil {
 		m.log.ErrorContext(ctx, "encode reply", "stream", req.Stream, "action", req.Action, "err", err)
+		after(false) // always called: a resume holds its model's lock until then
 		return
 	}
 	p.Send(streamapi.Frame{Head: b})
+	after(true)
 }
+
+// then is what a subscription action does once its reply is queued (sent)
+// or could not be (a subscription then takes no effect).
+type then func(sent bool)
 
 // Closed implements conn.Handler: a closed connection's subscriptions go.
 func (m *Mux) Closed(c *conn.Conn) { m.hub.Drop(c) }
 
-var nothing = func() {}
+var nothing then = func(bool) {}
 
 // subscribe handles the Channels API subscribe and unsubscribe actions:
 // data {"action": "create"|"update"|"delete", "pk": optional}, the pk also
 // accepted as payload.pk.
-func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, func()) {
+func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, then) {
 	var data struct {
 		Action *string         `json:"action"`
 		PK     json.RawMessage `json:"pk"`
@@ -147,7 +151,11 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		if since >= 0 {
 			return streamapi.Reply{Err: streamapi.ErrResyncRequired}, nothing
 		}
-		return streamapi.Reply{Status: 200, Data: out}, register
+		return streamapi.Reply{Status: 200, Data: out}, func(sent bool) {
+			if sent {
+				register()
+			}
+		}
 	}
 	pkKey := hub.PKKey(pk)
 	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
@@ -157,7 +165,11 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		return streamapi.Reply{Err: err}, nothing
 	}
 	out["seq"] = r.Seq
-	return streamapi.Reply{Status: 200, Data: out}, func() {
+	return streamapi.Reply{Status: 200, Data: out}, func(sent bool) {
+		if !sent {
+			r.Done(nil)
+			return
+		}
 		r.Done(func() {
 			for i := range r.Changes {
 				f, err := wire.EncodeEvent(req.Stream, &r.Changes[i])
@@ -198,7 +210,7 @@ func parseSince(raw json.RawMessage) (int64, error) {
 // subscribeInstance handles the DCRF dialect: subscribe_instance answers
 // 201 (as DCRF does) after checking the object exists (404 otherwise);
 // unsubscribe_instance answers 204. Both carry data null.
-func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, func()) {
+func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, then) {
 	if req.PK == nil {
 		return streamapi.Reply{Err: streamapi.ErrNotFound}, nothing
 	}
@@ -240,7 +252,11 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 		if since >= 0 {
 			return streamapi.Reply{Err: streamapi.ErrResyncRequired}, nothing
 		}
-		return streamapi.Reply{Status: 201}, register
+		return streamapi.Reply{Status: 201}, func(sent bool) {
+			if sent {
+				register()
+			}
+		}
 	}
 	pkKey := hub.PKKey(pk)
 	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
@@ -249,7 +265,11 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 	if err != nil {
 		return streamapi.Reply{Err: err}, nothing
 	}
-	return streamapi.Reply{Status: 201}, func() {
+	return streamapi.Reply{Status: 201}, func(sent bool) {
+		if !sent {
+			r.Done(nil)
+			return
+		}
 		r.Done(func() {
 			ridb := []byte(rid)
 			if len(ridb) == 0 {

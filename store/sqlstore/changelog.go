@@ -180,7 +180,10 @@ func (db *DB) ChangesAfter(ctx context.Context, model string, after int64, limit
 		c := streamapi.Change{Model: r.Model, Seq: r.Seq, Action: r.Action, PK: json.RawMessage(r.PK), Data: json.RawMessage(r.Data)}
 		if r.Kind == "row" {
 			if err := db.fromRow(&c); err != nil {
+				// Never the raw row: it may hold columns the resource
+				// does not show. The event keeps its place, with no data.
 				db.log.ErrorContext(ctx, "change log: decode a row written by a trigger", "model", model, "seq", r.Seq, "err", err)
+				c.Data = json.RawMessage("null")
 			}
 		}
 		out = append(out, c)
@@ -212,17 +215,24 @@ func (db *DB) Bounds(ctx context.Context, model string) (first, last int64, err 
 	return lo.Int64, last, nil
 }
 
-// Trim implements streamapi.ChangeLog. On SQLite, where the newest row of
-// a model holds its last number, that row stays whatever its age.
+// Trim implements streamapi.ChangeLog. It deletes, per model, a prefix:
+// every change up to the newest one committed before t, so that the log
+// never has a hole even if the clocks that stamped the changes disagree.
+// On SQLite, where the newest row of a model holds its last number, that
+// row stays whatever its age.
 func (db *DB) Trim(ctx context.Context, before time.Time) (int64, error) {
 	if !db.changeLog {
 		return 0, errNoChangeLog
 	}
-	q := db.w.NewDelete().Model((*changeRow)(nil)).Where("at < ?", before.UnixMicro())
+	q := `DELETE FROM streamapi_changes AS c
+USING (SELECT model, MAX(seq) AS upto FROM streamapi_changes WHERE at < $1 GROUP BY model) AS t
+WHERE c.model = t.model AND c.seq <= t.upto`
 	if db.dialect == "sqlite" {
-		q = q.Where("seq < (SELECT MAX(n.seq) FROM streamapi_changes AS n WHERE n.model = change_row.model)")
+		q = `DELETE FROM streamapi_changes
+WHERE seq <= (SELECT MAX(o.seq) FROM streamapi_changes AS o WHERE o.model = streamapi_changes.model AND o.at < ?)
+AND seq < (SELECT MAX(n.seq) FROM streamapi_changes AS n WHERE n.model = streamapi_changes.model)`
 	}
-	res, err := q.Exec(ctx)
+	res, err := db.w.DB.ExecContext(ctx, q, before.UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("change log: trim: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/streamapi/streamapi"
@@ -31,6 +32,10 @@ type Options struct {
 	ReadConns int
 	// Conns caps PostgreSQL's pool; zero means 16.
 	Conns int
+	// PublishTimeout bounds the publish after each commit; zero means 2 s.
+	// A publish that fails or times out is logged: with the change log on,
+	// receivers read the change from it instead.
+	PublishTimeout time.Duration
 	// NoChangeLog turns the change log (the outbox) off: changes are then
 	// published after commit with no seq, a crash between commit and
 	// publish loses them, and subscriptions cannot resume. For measuring
@@ -46,12 +51,13 @@ type DB struct {
 	pub     streamapi.Publisher
 	log     *slog.Logger
 
-	changeLog bool
-	logStmt   *sql.Stmt // SQLite: the change log's insert, on the writer
-	pgConfig  *pgx.ConnConfig
-	notify    chan string // PostgreSQL NOTIFYs from triggers; nil on SQLite
-	stop      context.CancelFunc
-	done      chan struct{}
+	changeLog      bool
+	publishTimeout time.Duration
+	logStmt        *sql.Stmt // SQLite: the change log's insert, on the writer
+	pgConfig       *pgx.ConnConfig
+	notify         chan string // PostgreSQL NOTIFYs from triggers; nil on SQLite
+	stop           context.CancelFunc
+	done           chan struct{}
 
 	tablesMu sync.RWMutex
 	tables   map[string]*table // by model label, for rows written by triggers
@@ -78,7 +84,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	if !ok {
 		return nil, fmt.Errorf("sqlstore: DSN %q has no scheme (want sqlite:PATH)", dsn)
 	}
-	db := &DB{pub: opts.Publisher, log: opts.Logger, changeLog: !opts.NoChangeLog, tables: map[string]*table{}}
+	db := &DB{pub: opts.Publisher, log: opts.Logger, changeLog: !opts.NoChangeLog, publishTimeout: opts.PublishTimeout, tables: map[string]*table{}}
+	if db.publishTimeout <= 0 {
+		db.publishTimeout = 2 * time.Second
+	}
 	if db.log == nil {
 		db.log = slog.Default()
 	}
@@ -240,7 +249,6 @@ type txState struct {
 	db      *DB
 	tx      bun.Tx
 	changes []streamapi.Change
-	marked  bool // streamapi.writer is set (PostgreSQL, tracked tables)
 }
 
 type txKey struct{}
@@ -289,7 +297,11 @@ func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) (err e
 		// The write is durable; a publish failure must not turn it into an
 		// error for the caller. With the change log on, receivers find the
 		// missing seqs in the log.
-		if err := db.pub.Publish(context.WithoutCancel(ctx), st.changes...); err != nil {
+		// Bounded: a broker that is down must not hold up writers (on
+		// SQLite they queue behind pubMu); the change log covers the loss.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), db.publishTimeout)
+		defer cancel()
+		if err := db.pub.Publish(pctx, st.changes...); err != nil {
 			db.log.ErrorContext(ctx, "publish changes", "count", len(st.changes), "err", err)
 		}
 	}

@@ -2,14 +2,13 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 )
@@ -39,8 +38,8 @@ var pgSchema = []string{
 	`CREATE INDEX IF NOT EXISTS streamapi_changes_at ON streamapi_changes (at)`,
 	// The trigger function: one change-log row per written row, numbered
 	// like the store's own, then NOTIFY. It skips the store's own writes
-	// (which log themselves, in the resource's JSON): the store marks its
-	// transactions with the setting streamapi.writer.
+	// (which log themselves, in the resource's JSON): the store's
+	// connections carry the setting streamapi.writer = on.
 	`CREATE OR REPLACE FUNCTION streamapi_log_row() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -85,10 +84,12 @@ func (db *DB) openPostgres(ctx context.Context, dsn string, opts Options) error 
 	if err != nil {
 		return fmt.Errorf("sqlstore: postgres URL: %w", err)
 	}
-	sqldb, err := sql.Open("pgx", dsn)
-	if err != nil {
-		return fmt.Errorf("sqlstore: open postgres: %w", err)
-	}
+	// Every connection of the store says it is streamapi's: the change-log
+	// trigger leaves its writes to the store, which logs them in the
+	// resource's JSON. Set at connect, it costs no round trip and holds
+	// whenever a table is tracked, even after a node started.
+	cfg.RuntimeParams["streamapi.writer"] = "on"
+	sqldb := stdlib.OpenDB(*cfg)
 	n := opts.Conns
 	if n <= 0 {
 		n = 16
@@ -138,14 +139,6 @@ func (db *DB) withPGLock(ctx context.Context, fn func() error) error {
 	}
 	defer c.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock(?)", pgLockKey) //nolint:errcheck // the session ends with c anyway
 	return fn()
-}
-
-// tracked reports whether the table has the streamapi_changes trigger.
-func tracked(ctx context.Context, idb bun.IDB, table string) (bool, error) {
-	var ok bool
-	err := idb.NewRaw(`SELECT EXISTS (SELECT 1 FROM pg_trigger
-	WHERE tgrelid = to_regclass(?) AND tgname = 'streamapi_changes')`, table).Scan(ctx, &ok)
-	return ok, err
 }
 
 // listen forwards the trigger's NOTIFYs to db.notify until ctx ends,

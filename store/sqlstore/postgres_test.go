@@ -2,6 +2,7 @@ package sqlstore_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -54,8 +55,13 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 	if err := tb.Insert(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
+	// The LISTEN connection rings once when it connects: wait for that.
+	select {
+	case <-db.Notify():
+	case <-time.After(5 * time.Second):
+	}
 	// Three written as psql would, on another connection.
-	other := mustOpen(t, dsn, sqlstore.Options{NoChangeLog: true}).Bun()
+	other := psql(t, dsn)
 	for _, q := range []string{
 		`INSERT INTO sqlstore_note (body, created_at) VALUES ('theirs', '2026-11-29 15:00:00+00')`,
 		`UPDATE sqlstore_note SET body = 'edited' WHERE body = 'mine'`,
@@ -66,7 +72,10 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 		}
 	}
 	select {
-	case <-db.Notify():
+	case m := <-db.Notify():
+		if m != "test.note" {
+			t.Fatalf("notified %q, want the model label test.note", m)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no notification within 5 s of a trigger's write")
 	}
@@ -96,6 +105,17 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 			t.Errorf("change %d: seq %d %s pk %s %s; want seq %d %s pk %s %v", i, c.Seq, c.Action, c.PK, c.Data, i+1, w.action, w.pk, w.data)
 		}
 	}
+}
+
+// psql opens a plain connection, as another program would have.
+func psql(t *testing.T, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func equalJSON(a, b map[string]any) bool {
@@ -135,7 +155,7 @@ func TestPostgres_SeqFollowsCommitOrder(t *testing.T) {
 	db, tb := openNotes(t, dsn)
 	// A psql session writes (its trigger takes seq 1) and has not
 	// committed yet.
-	other := mustOpen(t, dsn, sqlstore.Options{NoChangeLog: true}).Bun()
+	other := psql(t, dsn)
 	tx, err := other.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

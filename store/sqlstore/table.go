@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"sync"
 
 	"github.com/streamapi/streamapi"
 	"github.com/uptrace/bun"
@@ -22,10 +21,6 @@ type table struct {
 	meta    *schema.Table
 	pk      *schema.Field
 	columns map[string]bool
-
-	trackMu sync.Mutex
-	known   bool // tracked has been looked up
-	tracked bool // PostgreSQL: the table has the change-log trigger
 }
 
 var _ streamapi.Table = (*table)(nil)
@@ -50,36 +45,6 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 	db.tables[label] = t
 	db.tablesMu.Unlock()
 	return t, nil
-}
-
-// mark sets streamapi.writer in a PostgreSQL transaction about to write a
-// table that has the change-log trigger, so that the trigger leaves the
-// write to the store's own log (which has the resource's JSON), or, with
-// NoChangeLog, unlogged.
-func (t *table) mark(ctx context.Context, st *txState) error {
-	if t.db.dialect != "postgres" || st.marked {
-		return nil
-	}
-	t.trackMu.Lock()
-	if !t.known {
-		// On the transaction: the pool may have no other connection free.
-		var err error
-		if t.tracked, err = tracked(ctx, st.tx, t.meta.Name); err != nil {
-			t.trackMu.Unlock()
-			return fmt.Errorf("look up the trigger of %s: %w", t.meta.Name, err)
-		}
-		t.known = true
-	}
-	on := t.tracked
-	t.trackMu.Unlock()
-	if !on {
-		return nil
-	}
-	if _, err := st.tx.ExecContext(ctx, "SELECT set_config('streamapi.writer', 'on', true)"); err != nil {
-		return err
-	}
-	st.marked = true
-	return nil
 }
 
 func (t *table) Label() string        { return t.label }
@@ -142,9 +107,6 @@ func (t *table) write(ctx context.Context, action string, obj any, exec func(bun
 	}
 	return t.db.Tx(ctx, func(ctx context.Context) error {
 		st := t.db.txFrom(ctx)
-		if err := t.mark(ctx, st); err != nil {
-			return fmt.Errorf("%s %s: %w", action, t.label, err)
-		}
 		res, err := exec(st.tx)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
