@@ -218,26 +218,54 @@ func (db *DB) Bounds(ctx context.Context, model string) (first, last int64, err 
 // Trim implements streamapi.ChangeLog. It deletes, per model, a prefix:
 // every change up to the newest one committed before t, so that the log
 // never has a hole even if the clocks that stamped the changes disagree.
-// On SQLite, where the newest row of a model holds its last number, that
-// row stays whatever its age.
+// Both steps use an index (at, then the primary key), so a trim costs what
+// it deletes. On SQLite, where the newest row of a model holds its last
+// number, that row stays whatever its age.
 func (db *DB) Trim(ctx context.Context, before time.Time) (int64, error) {
 	if !db.changeLog {
 		return 0, errNoChangeLog
 	}
-	q := `DELETE FROM streamapi_changes AS c
+	if db.dialect == "postgres" {
+		res, err := db.w.DB.ExecContext(ctx, `DELETE FROM streamapi_changes AS c
 USING (SELECT model, MAX(seq) AS upto FROM streamapi_changes WHERE at < $1 GROUP BY model) AS t
-WHERE c.model = t.model AND c.seq <= t.upto`
-	if db.dialect == "sqlite" {
-		q = `DELETE FROM streamapi_changes
-WHERE seq <= (SELECT MAX(o.seq) FROM streamapi_changes AS o WHERE o.model = streamapi_changes.model AND o.at < ?)
-AND seq < (SELECT MAX(n.seq) FROM streamapi_changes AS n WHERE n.model = streamapi_changes.model)`
+WHERE c.model = t.model AND c.seq <= t.upto`, before.UnixMicro())
+		if err != nil {
+			return 0, fmt.Errorf("change log: trim: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		return n, nil
 	}
-	res, err := db.w.DB.ExecContext(ctx, q, before.UnixMicro())
+	type prefix struct {
+		model string
+		upto  int64
+	}
+	var ps []prefix
+	rows, err := db.r.QueryContext(ctx, `SELECT model, MAX(seq) FROM streamapi_changes WHERE at < ? GROUP BY model`, before.UnixMicro())
 	if err != nil {
 		return 0, fmt.Errorf("change log: trim: %w", err)
 	}
-	n, _ := res.RowsAffected()
-	return n, nil
+	for rows.Next() {
+		var p prefix
+		if err := rows.Scan(&p.model, &p.upto); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("change log: trim: %w", err)
+		}
+		ps = append(ps, p)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, fmt.Errorf("change log: trim: %w", err)
+	}
+	var total int64
+	for _, p := range ps {
+		res, err := db.w.DB.ExecContext(ctx, `DELETE FROM streamapi_changes WHERE model = ? AND seq <= ?
+AND seq < (SELECT MAX(seq) FROM streamapi_changes WHERE model = ?)`, p.model, p.upto, p.model)
+		if err != nil {
+			return total, fmt.Errorf("change log: trim %s: %w", p.model, err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
 }
 
 var errNoChangeLog = errors.New("sqlstore: the change log is off (Options.NoChangeLog)")
