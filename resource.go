@@ -25,6 +25,39 @@ type Resource interface {
 	ParsePK(raw json.RawMessage) (any, error)
 	// Exists reports whether the object with the given key exists.
 	Exists(ctx context.Context, pk any) (bool, error)
+	// Offers reports whether the resource offers action (a standard
+	// action or a custom one's wire name).
+	Offers(action string) bool
+	// CustomActions lists the custom actions, for surfaces that route by
+	// them (REST).
+	CustomActions() []ActionInfo
+	// ListPage answers a list request with one page of page size objects
+	// (size 0: the resource's default; above its maximum: the maximum) and
+	// the number of objects in all pages. A page past the last is
+	// ErrInvalidPage.
+	ListPage(ctx context.Context, req *Request, page, size int) (Page, error)
+}
+
+// ActionInfo describes a custom action.
+type ActionInfo struct {
+	// Name is the action's wire name.
+	Name string
+	// Detail is true for an action on one object (it needs a pk), false
+	// for one on the collection.
+	Detail bool
+	// Safe is true when the action changes nothing, so that REST also
+	// serves it on GET.
+	Safe bool
+}
+
+// Page is one page of a list.
+type Page struct {
+	// Results holds the page's objects (a slice of the model).
+	Results any
+	// Count is the number of objects in all pages.
+	Count int
+	// Size is the page size that was applied.
+	Size int
 }
 
 // Defaults are server-wide settings a resource falls back to.

@@ -39,6 +39,9 @@ type Table interface {
 	// List loads up to q.Limit objects after skipping q.Offset, in primary
 	// key order.
 	List(ctx context.Context, dst any, q ListQuery) error
+	// Count returns how many objects q's filters select (its Offset and
+	// Limit are ignored).
+	Count(ctx context.Context, q ListQuery) (int, error)
 	// Insert stores obj, filling in generated columns (the primary key).
 	Insert(ctx context.Context, obj any) error
 	// Update overwrites the stored object having obj's primary key.

@@ -35,6 +35,9 @@ type Options struct {
 	// EventBuffer is the capacity of each subscription's channel; default
 	// 1024. Events that find it full are dropped and counted (Dropped).
 	EventBuffer int
+	// UnmatchedBuffer is the capacity of the Unmatched channel; default
+	// 256. Frames that find it full are dropped and counted (Dropped).
+	UnmatchedBuffer int
 }
 
 // Client is one WebSocket connection to a server.
@@ -121,7 +124,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		pending:   make(map[string]chan *Reply),
 		subs:      make(map[*Subscription]struct{}),
 		inst:      make(map[string]*Subscription),
-		unmatched: make(chan []byte, 256),
+		unmatched: make(chan []byte, unmatchedBuffer(opts)),
 		done:      make(chan struct{}),
 	}
 	if opts != nil {
@@ -222,8 +225,8 @@ func (c *Client) SendRaw(ctx context.Context, frame []byte) error {
 // subscription (up to 256 are buffered; later ones are dropped).
 func (c *Client) Unmatched() <-chan []byte { return c.unmatched }
 
-// Dropped returns how many events were dropped because a subscription's
-// channel was full.
+// Dropped returns how many frames were dropped because a subscription's
+// channel, or the Unmatched channel, was full.
 func (c *Client) Dropped() uint64 { return c.dropped.Load() }
 
 // Done is closed when the connection has ended.
@@ -361,7 +364,15 @@ func (c *Client) toUnmatched(b []byte) {
 	select {
 	case c.unmatched <- b:
 	default:
+		c.dropped.Add(1)
 	}
+}
+
+func unmatchedBuffer(opts *Options) int {
+	if opts == nil || opts.UnmatchedBuffer <= 0 {
+		return 256
+	}
+	return opts.UnmatchedBuffer
 }
 
 func compact(raw json.RawMessage) []byte {

@@ -113,3 +113,31 @@ func TestDial_Refused(t *testing.T) {
 		t.Fatal("Dial to a closed port succeeded")
 	}
 }
+
+// TestClient_UnmatchedOverflowIsCounted: frames that find the Unmatched
+// channel full are dropped and counted, not lost silently.
+func TestClient_UnmatchedOverflowIsCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, serve(t), &client.Options{UnmatchedBuffer: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Five replies to raw frames, which no request waits for: two fit.
+	for i := 0; i < 5; i++ {
+		if err := c.SendRaw(ctx, []byte(`{"stream":"questions","payload":{"action":"retrieve","pk":1}}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Dropped() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Dropped = %d after 5 frames into a buffer of 2, want 3", c.Dropped())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(c.Unmatched()); n != 2 {
+		t.Fatalf("%d frames in Unmatched, want 2", n)
+	}
+}

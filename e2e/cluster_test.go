@@ -8,12 +8,14 @@ package e2e_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,7 +142,7 @@ func (n *node) ws() string { return "ws://" + n.addr + "/ws" }
 
 func (n *node) dial(t *testing.T) *client.Client {
 	t.Helper()
-	c, err := client.Dial(tctx(t), n.ws(), &client.Options{EventBuffer: 1 << 16})
+	c, err := client.Dial(tctx(t), n.ws(), &client.Options{EventBuffer: 1 << 16, UnmatchedBuffer: 1 << 16})
 	if err != nil {
 		t.Fatalf("dial node %s: %v", n.name, err)
 	}
@@ -280,10 +282,23 @@ func (r *recorder) exactlyOnceInOrder(from, to int64) []event {
 	evs := r.waitSeq(to, 15*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	evs = r.events()
+	if n := r.c.Dropped(); n > 0 {
+		r.t.Fatalf("the recording client dropped %d frames (its buffer was full)", n)
+	}
 	want := from + 1
 	for i, e := range evs {
 		if e.Seq != want {
-			r.t.Fatalf("event %d has seq %d, want %d (a gap, a repeat or out of order)", i, e.Seq, want)
+			at := map[int64][]int{}
+			for j, x := range evs {
+				at[x.Seq] = append(at[x.Seq], j)
+			}
+			var missing []int64
+			for q := from + 1; q <= to; q++ {
+				if len(at[q]) == 0 {
+					missing = append(missing, q)
+				}
+			}
+			r.t.Fatalf("event %d has seq %d, want %d (a gap, a repeat or out of order); %d events; seq %d at %v; missing %v", i, e.Seq, want, len(evs), want, at[want], missing)
 		}
 		want++
 	}
@@ -313,24 +328,78 @@ func openSQL(t *testing.T, dsn string) *sql.DB {
 	return db
 }
 
-// writes makes a stream of writes on n from conns connections at once:
-// each connection creates a question, patches it twice and deletes every
-// other one, for as long as more(i) says. It returns the number of writes
-// acknowledged.
+// write performs one action on a question and returns the status and the
+// object, over one surface.
+type write func(action string, pk int64, data map[string]any) (status int, obj []byte, err error)
+
+// overWebSocket writes through a WebSocket connection to n.
+func overWebSocket(t *testing.T, n *node) write {
+	c := n.dial(t)
+	return func(action string, pk int64, data map[string]any) (int, []byte, error) {
+		p := client.Payload{Action: action, Data: data}
+		if pk != 0 {
+			p.PK = pk
+		}
+		r, err := c.Request(context.Background(), "questions", p)
+		if err != nil {
+			return 0, nil, err
+		}
+		return r.Status, r.Data, nil
+	}
+}
+
+// overREST writes through n's REST surface. Its statuses are REST's: the
+// delete answers 204.
+func overREST(n *node) write {
+	methods := map[string]string{"create": "POST", "patch": "PATCH", "delete": "DELETE"}
+	return func(action string, pk int64, data map[string]any) (int, []byte, error) {
+		url := "http://" + n.addr + "/api/questions/"
+		if pk != 0 {
+			url += strconv.FormatInt(pk, 10) + "/"
+		}
+		var body io.Reader
+		if data != nil {
+			b, _ := json.Marshal(data)
+			body = bytes.NewReader(b)
+		}
+		req, err := http.NewRequest(methods[action], url, body)
+		if err != nil {
+			return 0, nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		if res.StatusCode == http.StatusNoContent {
+			res.StatusCode = http.StatusOK // as the WebSocket's delete
+		}
+		return res.StatusCode, b, err
+	}
+}
+
+// writes makes a stream of writes on n from conns clients at once, half
+// over the WebSocket and half over REST: each creates a question, patches
+// it twice and deletes every other one, for as long as more(i) says. It
+// returns the number of writes acknowledged.
 func writes(t *testing.T, n *node, conns int, more func(i int) bool, pause time.Duration) int {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	acked := 0
 	for k := 0; k < conns; k++ {
-		c := n.dial(t)
+		do := overWebSocket(t, n)
+		if k%2 == 1 {
+			do = overREST(n)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx := context.Background()
-			ack := func(r *client.Reply, err error, status int) bool {
-				if err != nil || r.Status != status {
-					t.Errorf("write on node %s: %v %v", n.name, err, r)
+			ack := func(status int, err error, want int) bool {
+				if err != nil || status != want {
+					t.Errorf("write on node %s: status %d, %v", n.name, status, err)
 					return false
 				}
 				mu.Lock()
@@ -339,21 +408,21 @@ func writes(t *testing.T, n *node, conns int, more func(i int) bool, pause time.
 				return true
 			}
 			for i := 0; more(i); i++ {
-				r, err := c.Request(ctx, "questions", client.Payload{Action: "create", Data: map[string]any{"question_text": fmt.Sprintf("c%d-%d", k, i), "pub_date": "2026-11-29T10:00:00Z"}})
-				if !ack(r, err, 201) {
+				status, obj, err := do("create", 0, map[string]any{"question_text": fmt.Sprintf("c%d-%d", k, i), "pub_date": "2026-11-29T10:00:00Z"})
+				if !ack(status, err, 201) {
 					return
 				}
 				var q struct{ ID int64 }
-				_ = json.Unmarshal(r.Data, &q)
+				_ = json.Unmarshal(obj, &q)
 				for j := 0; j < 2; j++ {
-					r, err = c.Request(ctx, "questions", client.Payload{Action: "patch", PK: q.ID, Data: map[string]any{"question_text": fmt.Sprintf("c%d-%d-%d", k, i, j)}})
-					if !ack(r, err, 200) {
+					status, _, err = do("patch", q.ID, map[string]any{"question_text": fmt.Sprintf("c%d-%d-%d", k, i, j)})
+					if !ack(status, err, 200) {
 						return
 					}
 				}
 				if i%2 == 1 {
-					r, err = c.Request(ctx, "questions", client.Payload{Action: "delete", PK: q.ID})
-					if !ack(r, err, 200) {
+					status, _, err = do("delete", q.ID, nil)
+					if !ack(status, err, 200) {
 						return
 					}
 				}
@@ -390,11 +459,12 @@ func TestCluster_EveryEventOnceInOrderAcrossNodes(t *testing.T) {
 			for _, e := range evs {
 				counts[e.Action]++
 			}
-			// 4 connections × 25 questions: 100 creates, 200 updates, 48 deletes.
+			// 4 clients (2 WebSocket, 2 REST) × 25 questions: 100 creates,
+			// 200 updates, 48 deletes.
 			if counts["create"] != 100 || counts["update"] != 200 || counts["delete"] != 48 {
 				t.Fatalf("events by kind %v, want 100 creates, 200 updates, 48 deletes", counts)
 			}
-			t.Logf("node A received %d events of writes on node B through %s, seqs 1..%d, each once, in order", len(evs), name, last)
+			t.Logf("node A received %d events of writes made on node B over 2 WebSocket and 2 REST clients, through %s, seqs 1..%d, each once, in order", len(evs), name, last)
 		})
 	}
 }

@@ -108,7 +108,7 @@ func startWith(t *testing.T, store func(*sqlstore.Options), opts ...option) *env
 			}
 		},
 		ListActions: []resource.ListAction{{
-			Name: "Count", WireName: "count",
+			Name: "Count", WireName: "count", Safe: true,
 			Func: func(ctx context.Context, req *streamapi.Request) (any, int, error) {
 				var all []Note
 				if err := db.Bun().NewSelect().Model(&all).Scan(ctx); err != nil {

@@ -27,6 +27,9 @@ type Config[T any] struct {
 	// PageSize is the number of objects per list page; zero uses the
 	// server's default (25 unless set).
 	PageSize int
+	// MaxPageSize caps the page size a REST client may ask for with
+	// ?page_size=; zero means 100 (or PageSize, if larger).
+	MaxPageSize int
 
 	// Defaults fills in default values of a new object before the request's
 	// data is applied.
@@ -58,6 +61,9 @@ type DetailAction[T any] struct {
 	// Func performs it. It returns the reply's data and status (0 means
 	// 200), or an error, formatted like every other error.
 	Func func(ctx context.Context, req *streamapi.Request, obj *T) (data any, status int, err error)
+	// Safe declares that the action changes nothing: REST then serves it
+	// on GET as well as POST.
+	Safe bool
 }
 
 // ListAction is a custom action on the collection, the counterpart of
@@ -66,6 +72,9 @@ type ListAction struct {
 	Name     string
 	WireName string
 	Func     func(ctx context.Context, req *streamapi.Request) (data any, status int, err error)
+	// Safe declares that the action changes nothing: REST then serves it
+	// on GET as well as POST.
+	Safe bool
 }
 
 func wireName(name, wire string) string {

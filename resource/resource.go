@@ -166,6 +166,55 @@ func (r *Resource[T]) Authorize(ctx context.Context, u *streamapi.User, action s
 	return nil
 }
 
+// Offers reports whether the resource offers action.
+func (r *Resource[T]) Offers(action string) bool { return r.offers(action) }
+
+// CustomActions lists the custom actions, detail ones first, each group in
+// declaration order.
+func (r *Resource[T]) CustomActions() []streamapi.ActionInfo {
+	out := make([]streamapi.ActionInfo, 0, len(r.cfg.DetailActions)+len(r.cfg.ListActions))
+	for _, a := range r.cfg.DetailActions {
+		out = append(out, streamapi.ActionInfo{Name: wireName(a.Name, a.WireName), Detail: true, Safe: a.Safe})
+	}
+	for _, a := range r.cfg.ListActions {
+		out = append(out, streamapi.ActionInfo{Name: wireName(a.Name, a.WireName), Safe: a.Safe})
+	}
+	return out
+}
+
+// ListPage answers a list with one page and the total count.
+func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, page, size int) (streamapi.Page, error) {
+	if err := r.Authorize(ctx, req.User, streamapi.ActionList, nil); err != nil {
+		return streamapi.Page{}, err
+	}
+	if page < 1 {
+		return streamapi.Page{}, streamapi.ErrInvalidPage
+	}
+	if size <= 0 {
+		size = r.limit()
+	}
+	size = min(size, r.maxPageSize())
+	count, err := r.table.Count(ctx, streamapi.ListQuery{})
+	if err != nil {
+		return streamapi.Page{}, err
+	}
+	objs := make([]T, 0, size)
+	if err := r.table.List(ctx, &objs, streamapi.ListQuery{Offset: (page - 1) * size, Limit: size}); err != nil {
+		return streamapi.Page{}, err
+	}
+	if len(objs) == 0 && page > 1 {
+		return streamapi.Page{}, streamapi.ErrInvalidPage
+	}
+	return streamapi.Page{Results: objs, Count: count, Size: size}, nil
+}
+
+func (r *Resource[T]) maxPageSize() int {
+	if r.cfg.MaxPageSize > 0 {
+		return r.cfg.MaxPageSize
+	}
+	return max(100, r.limit())
+}
+
 func (r *Resource[T]) offers(action string) bool {
 	if isStandard(action) {
 		return slices.Contains(r.actions, action)

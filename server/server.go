@@ -28,6 +28,7 @@ import (
 	"github.com/streamapi/streamapi/internal/feed"
 	"github.com/streamapi/streamapi/internal/hub"
 	"github.com/streamapi/streamapi/internal/mux"
+	"github.com/streamapi/streamapi/rest"
 )
 
 // Config configures a Server. Resources and Broker are required.
@@ -106,6 +107,7 @@ type Server struct {
 	log      *slog.Logger
 	hub      *hub.Hub
 	feed     *feed.Feed
+	rest     *rest.Handler
 	up       *conn.Upgrader
 	streams  []string
 	cancels  []func()
@@ -141,6 +143,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)
+	var err error
+	s.rest, err = rest.New(rest.Config{
+		Resources:     cfg.Resources,
+		Authenticator: cfg.Authenticator,
+		MaxBodyBytes:  int64(cfg.Conn.MaxFrameBytes),
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	deliver := s.hub.Publish
 	if cfg.ChangeLog != nil {
 		names := make([]string, 0, len(models))
@@ -217,12 +229,20 @@ func (s *Server) Debugger(socketPath string) http.Handler {
 	return debugger.Handler(debugger.Options{SocketPath: socketPath, Streams: s.streams})
 }
 
-// Handler returns an http.Handler serving the WebSocket at /ws, GET
-// /healthz (200 while serving, 503 once shutting down) and, when Debug is
-// set, the debugger page at /channels-api/.
+// REST returns the resources' REST surface (package rest), for mounting
+// under a prefix of your choice with http.StripPrefix. It shares the
+// server's resources, authenticator and events: a write over REST reaches
+// WebSocket subscribers like any other.
+func (s *Server) REST() http.Handler { return s.rest }
+
+// Handler returns an http.Handler serving the WebSocket at /ws, the REST
+// surface under /api/, GET /healthz (200 while serving, 503 once shutting
+// down) and, when Debug is set, the debugger page at /channels-api/.
 func (s *Server) Handler() http.Handler {
 	m := http.NewServeMux()
 	m.Handle("/ws", s)
+	m.Handle("/api/", http.StripPrefix("/api", s.rest))
+	m.Handle("/api", http.RedirectHandler("/api/", http.StatusMovedPermanently))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)

@@ -40,6 +40,11 @@ func (f *fakeResource) ParsePK(raw json.RawMessage) (any, error) {
 	}
 	return n, nil
 }
+func (f *fakeResource) Offers(string) bool                    { return true }
+func (f *fakeResource) CustomActions() []streamapi.ActionInfo { return nil }
+func (f *fakeResource) ListPage(context.Context, *streamapi.Request, int, int) (streamapi.Page, error) {
+	return streamapi.Page{}, nil
+}
 func (f *fakeResource) Exists(_ context.Context, pk any) (bool, error) {
 	return pk == int64(1) || pk == int64(2), nil
 }

@@ -175,6 +175,15 @@ func Run(t *testing.T, open Factory) {
 		if len(odd) != 3 {
 			t.Fatalf("Equal size=1 gave %d rows, want 3", len(odd))
 		}
+		if n, err := tb.Count(ctx, streamapi.ListQuery{Offset: 2, Limit: 1}); err != nil || n != 7 {
+			t.Fatalf("Count = %d, %v; want 7 (offset and limit ignored)", n, err)
+		}
+		if n, err := tb.Count(ctx, streamapi.ListQuery{Equal: map[string]any{"size": 1}}); err != nil || n != 3 {
+			t.Fatalf("Count size=1 = %d, %v; want 3", n, err)
+		}
+		if _, err := tb.Count(ctx, streamapi.ListQuery{Equal: map[string]any{"nope": 1}}); streamapi.ErrorCode(err) != streamapi.EINVALID {
+			t.Fatalf("Count on an unknown column: %v, want invalid", err)
+		}
 		var none []Widget
 		if err := tb.List(ctx, &none, streamapi.ListQuery{Offset: 100, Limit: 5}); err != nil || len(none) != 0 {
 			t.Fatalf("past the end: %v rows, err %v", len(none), err)

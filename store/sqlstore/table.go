@@ -80,6 +80,21 @@ func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error 
 	return nil
 }
 
+func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
+	sel := t.db.idb(ctx).NewSelect().Model(reflect.New(t.typ).Interface())
+	for col, v := range q.Equal {
+		if _, ok := t.columns[col]; !ok {
+			return 0, streamapi.Errorf(streamapi.EINVALID, "count %s: no column %q", t.label, col)
+		}
+		sel = sel.Where("? = ?", bun.Ident(col), v)
+	}
+	n, err := sel.Count(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count %s: %w", t.label, mapErr(err))
+	}
+	return int(n), nil
+}
+
 func (t *table) Insert(ctx context.Context, obj any) error {
 	return t.write(ctx, streamapi.ChangeCreate, obj, func(tx bun.Tx) (sql.Result, error) {
 		return tx.NewInsert().Model(obj).Returning("*").Exec(ctx)
