@@ -319,6 +319,16 @@ func none(t *testing.T, sub *client.Subscription, why string) {
 	}
 }
 
+// mustSubscribe subscribes c to action on stream (pk nil: any object).
+func mustSubscribe(t *testing.T, c *client.Client, stream, action string, pk any) *client.Subscription {
+	t.Helper()
+	sub, err := c.Subscribe(tctx(t), stream, action, pk)
+	if err != nil {
+		t.Fatalf("subscribe %s %s: %v", stream, action, err)
+	}
+	return sub
+}
+
 // rawReply sends frame as is and returns the next frame that matched no
 // request: the reply to it.
 func rawReply(t *testing.T, c *client.Client, frame string) map[string]json.RawMessage {

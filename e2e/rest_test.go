@@ -194,19 +194,9 @@ func (r httpReply) wantStatus(t *testing.T, want int) {
 func TestREST_EventsBothWays(t *testing.T) {
 	e := start(t)
 	c := e.dial("")
-	ctx := tctx(t)
-	creates, err := c.Subscribe(ctx, "questions", "create", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	updates, err := c.Subscribe(ctx, "questions", "update", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deletes, err := c.Subscribe(ctx, "questions", "delete", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	creates := mustSubscribe(t, c, "questions", "create", nil)
+	updates := mustSubscribe(t, c, "questions", "update", nil)
+	deletes := mustSubscribe(t, c, "questions", "delete", nil)
 
 	// REST → WebSocket.
 	r := e.call(t, "POST", "/questions/", `{"question_text":"over REST","pub_date":"2026-11-29T10:00:00Z"}`)
