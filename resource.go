@@ -31,11 +31,10 @@ type Resource interface {
 	// CustomActions lists the custom actions, for surfaces that route by
 	// them (REST).
 	CustomActions() []ActionInfo
-	// ListPage answers a list request with one page of page size objects
-	// (size 0: the resource's default; above its maximum: the maximum) and
-	// the number of objects in all pages. A page past the last is
-	// ErrInvalidPage.
-	ListPage(ctx context.Context, req *Request, page, size int) (Page, error)
+	// ListPage answers a list request made with query parameters (REST's
+	// query string): filters, ordering, search, fields, and a page number
+	// or a cursor. docs/queries.md.
+	ListPage(ctx context.Context, req *Request, query map[string][]string) (Page, error)
 }
 
 // ActionInfo describes a custom action.
@@ -52,12 +51,19 @@ type ActionInfo struct {
 
 // Page is one page of a list.
 type Page struct {
-	// Results holds the page's objects (a slice of the model).
+	// Results holds the page's objects: a slice of the model, or of JSON
+	// objects when sparse fields were asked for.
 	Results any
-	// Count is the number of objects in all pages.
+	// Cursor is true in cursor mode (the request had a cursor parameter).
+	Cursor bool
+	// NextCursor continues a cursor-mode list; "" on its last page.
+	NextCursor string
+	// Number is the page number in page mode, from 1.
+	Number int
+	// Count is the number of objects in all pages (page mode).
 	Count int
-	// Size is the page size that was applied.
-	Size int
+	// HasNext reports whether a page follows (page mode).
+	HasNext bool
 }
 
 // Defaults are server-wide settings a resource falls back to.

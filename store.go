@@ -32,6 +32,9 @@ type Store interface {
 type Table interface {
 	// Label returns the model label.
 	Label() string
+	// Column returns the SQL column of the model's struct field at index
+	// (as reflect's FieldByIndex takes it), and whether it has one.
+	Column(index []int) (string, bool)
 	// PKType returns the Go type of the primary key.
 	PKType() reflect.Type
 	// Get loads the object whose primary key is pk into dst.
@@ -51,13 +54,55 @@ type Table interface {
 	Delete(ctx context.Context, obj any) error
 }
 
-// ListQuery selects one page of a list.
+// ListQuery selects one page of a list. Values are always bound as
+// parameters, never spliced into SQL.
 type ListQuery struct {
 	// Offset and Limit select the page; Limit 0 means no limit.
 	Offset, Limit int
 	// Equal keeps the objects whose columns (by SQL column name) equal the
 	// given values. A column the table does not have is an EINVALID error.
 	Equal map[string]any
+	// Where keeps the objects for which every condition holds.
+	Where []Cond
+	// Order sorts by these columns, then by the primary key (ascending
+	// unless the primary key is in Order), so that pages neither repeat
+	// nor skip rows while nothing changes. Text compares byte by byte.
+	Order []Order
+	// After, when set, keeps only the objects that sort after the one
+	// whose Order values and primary key these are (keyset, or cursor,
+	// pagination): one value per Order column, then the primary key.
+	After []any
+}
+
+// Lookups a Cond can use: django-filter's names.
+const (
+	LookupExact      = "exact"
+	LookupGT         = "gt"
+	LookupGTE        = "gte"
+	LookupLT         = "lt"
+	LookupLTE        = "lte"
+	LookupIn         = "in"
+	LookupContains   = "contains"   // case-sensitive substring
+	LookupIContains  = "icontains"  // substring, ignoring the case of ASCII letters
+	LookupStartsWith = "startswith" // case-sensitive prefix
+	LookupIsNull     = "isnull"
+)
+
+// Cond is one condition on a column, or, when Any is set, the condition
+// that at least one of Any holds.
+type Cond struct {
+	Column string
+	Lookup string
+	// Value has the column's Go type (its element type for a pointer
+	// field): a []any of them for LookupIn, a bool for LookupIsNull.
+	Value any
+	Any   []Cond
+}
+
+// Order is one sort key.
+type Order struct {
+	Column string
+	Desc   bool
 }
 
 // Publisher receives committed changes, in commit order. A Broker is one.

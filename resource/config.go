@@ -27,9 +27,21 @@ type Config[T any] struct {
 	// PageSize is the number of objects per list page; zero uses the
 	// server's default (25 unless set).
 	PageSize int
-	// MaxPageSize caps the page size a REST client may ask for with
-	// ?page_size=; zero means 100 (or PageSize, if larger).
+	// MaxPageSize caps the page size a client may ask for with
+	// page_size; zero means 100 (or PageSize, if larger).
 	MaxPageSize int
+
+	// Filters declares the fields lists may be filtered on, by JSON name,
+	// with the django-filter lookups each allows (streamapi.Lookup*), e.g.
+	// {"votes": {"exact", "gte", "lte"}}. docs/queries.md.
+	Filters map[string][]string
+	// Ordering lists the fields lists may be ordered by (?ordering=-votes).
+	Ordering []string
+	// DefaultOrdering is the order when the client gives none, e.g.
+	// {"-pub_date"}; the primary key always breaks ties.
+	DefaultOrdering []string
+	// Search lists the text fields ?search= looks in.
+	Search []string
 
 	// Defaults fills in default values of a new object before the request's
 	// data is applied.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-playground/validator/v10"
 	"github.com/streamapi/streamapi"
@@ -28,6 +29,7 @@ type Resource[T any] struct {
 	list     map[string]*ListAction
 	perm     streamapi.Permission
 	pageSize int
+	qfields  map[string]*queryField // by JSON name: the fields the query language may name
 }
 
 var _ streamapi.Resource = (*Resource[struct{}])(nil)
@@ -69,6 +71,9 @@ func New[T any](cfg Config[T]) (*Resource[T], error) {
 	}
 	if r.fields, err = fields(t, r.pkIndex); err != nil {
 		return nil, fmt.Errorf("resource %s: %w", cfg.Stream, err)
+	}
+	if err := r.initQuery(); err != nil {
+		return nil, err
 	}
 	r.actions = cfg.Actions
 	if r.actions == nil {
@@ -182,30 +187,62 @@ func (r *Resource[T]) CustomActions() []streamapi.ActionInfo {
 	return out
 }
 
-// ListPage answers a list with one page and the total count.
-func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, page, size int) (streamapi.Page, error) {
+// ListPage answers a list made with query parameters (REST).
+func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, query map[string][]string) (streamapi.Page, error) {
 	if err := r.Authorize(ctx, req.User, streamapi.ActionList, nil); err != nil {
 		return streamapi.Page{}, err
 	}
-	if page < 1 {
-		return streamapi.Page{}, streamapi.ErrInvalidPage
+	lq, err := r.parse(ParamsFromQuery(query))
+	if err != nil {
+		return streamapi.Page{}, err
 	}
+	return r.listPage(ctx, lq)
+}
+
+// listPage runs a parsed list: one page by number (with the count) or by
+// cursor.
+func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery) (streamapi.Page, error) {
+	size := lq.pageSize
 	if size <= 0 {
 		size = r.limit()
 	}
 	size = min(size, r.maxPageSize())
-	count, err := r.table.Count(ctx, streamapi.ListQuery{})
+	if lq.cursor != nil {
+		if *lq.cursor != "" {
+			if err := r.readCursor(lq, *lq.cursor); err != nil {
+				return streamapi.Page{}, err
+			}
+		}
+		q := lq.q
+		q.Limit = size + 1 // one more, to know whether a page follows
+		objs := make([]T, 0, size+1)
+		if err := r.table.List(ctx, &objs, q); err != nil {
+			return streamapi.Page{}, err
+		}
+		p := streamapi.Page{Cursor: true}
+		if len(objs) > size {
+			objs = objs[:size]
+			p.NextCursor = r.makeCursor(&objs[size-1], lq)
+		}
+		res, err := project(objs, lq.fields)
+		p.Results = res
+		return p, err
+	}
+	count, err := r.table.Count(ctx, streamapi.ListQuery{Where: lq.q.Where})
 	if err != nil {
 		return streamapi.Page{}, err
 	}
+	q := lq.q
+	q.Offset, q.Limit = (lq.page-1)*size, size
 	objs := make([]T, 0, size)
-	if err := r.table.List(ctx, &objs, streamapi.ListQuery{Offset: (page - 1) * size, Limit: size}); err != nil {
+	if err := r.table.List(ctx, &objs, q); err != nil {
 		return streamapi.Page{}, err
 	}
-	if len(objs) == 0 && page > 1 {
+	if len(objs) == 0 && lq.page > 1 {
 		return streamapi.Page{}, streamapi.ErrInvalidPage
 	}
-	return streamapi.Page{Results: objs, Count: count, Size: size}, nil
+	res, err := project(objs, lq.fields)
+	return streamapi.Page{Results: res, Number: lq.page, Count: count, HasNext: lq.page*size < count}, err
 }
 
 func (r *Resource[T]) maxPageSize() int {
@@ -303,12 +340,7 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		err := r.Delete(ctx, pk)
 		return reply(struct{}{}, 200, err)
 	case streamapi.ActionList:
-		page, err := pageNumber(req.Data)
-		if err != nil {
-			return streamapi.Reply{Err: err}
-		}
-		objs, err := r.page(ctx, page)
-		return reply(objs, 200, err)
+		return r.serveList(ctx, req)
 	}
 	if a := r.detail[req.Action]; a != nil {
 		var data any
@@ -341,41 +373,42 @@ func reply(data any, status int, err error) streamapi.Reply {
 	return streamapi.Reply{Status: status, Data: data}
 }
 
-// pageNumber reads data.page: a positive integer, as a number or a string;
-// 1 when absent.
-func pageNumber(data json.RawMessage) (int, error) {
-	if len(data) == 0 {
-		return 1, nil
+// serveList answers a WebSocket list: a plain array of the page, as the
+// original; with "with_count": true, {"count", "next", "previous",
+// "results"} with page numbers; with "cursor", {"next", "results"}.
+func (r *Resource[T]) serveList(ctx context.Context, req *streamapi.Request) streamapi.Reply {
+	p, err := ParamsFromData(req.Data)
+	if err != nil {
+		return streamapi.Reply{Err: err}
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(data, &m); err != nil || m == nil {
-		return 0, notADict(data)
+	lq, err := r.parse(p)
+	if err != nil {
+		return streamapi.Reply{Err: err}
 	}
-	raw, ok := m["page"]
-	if !ok || string(raw) == "null" {
-		return 1, nil
+	page, err := r.listPage(ctx, lq)
+	if err != nil {
+		return streamapi.Reply{Err: err}
 	}
-	text := string(raw)
-	if raw[0] == '"' {
-		_ = json.Unmarshal(raw, &text)
+	switch {
+	case page.Cursor:
+		var next *string
+		if page.NextCursor != "" {
+			next = &page.NextCursor
+		}
+		return reply(map[string]any{"next": next, "results": page.Results}, 200, nil)
+	case lq.withCount:
+		var next, prev *int
+		if page.HasNext {
+			n := page.Number + 1
+			next = &n
+		}
+		if page.Number > 1 {
+			n := page.Number - 1
+			prev = &n
+		}
+		return reply(map[string]any{"count": page.Count, "next": next, "previous": prev, "results": page.Results}, 200, nil)
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(text))
-	if err != nil || n < 1 {
-		return 0, streamapi.ErrInvalidPage
-	}
-	return n, nil
-}
-
-func (r *Resource[T]) page(ctx context.Context, page int) ([]T, error) {
-	limit := r.limit()
-	objs := make([]T, 0, limit)
-	if err := r.table.List(ctx, &objs, streamapi.ListQuery{Offset: (page - 1) * limit, Limit: limit}); err != nil {
-		return nil, err
-	}
-	if len(objs) == 0 && page > 1 {
-		return nil, streamapi.ErrInvalidPage
-	}
-	return objs, nil
+	return reply(page.Results, 200, nil)
 }
 
 // create builds a new object from data: defaults, then fields, then rules.
@@ -470,10 +503,27 @@ func (r *Resource[T]) Delete(ctx context.Context, pk any) error {
 	})
 }
 
+// normalTimes stores every time field in UTC to the microsecond, as
+// PostgreSQL keeps it, so that what a client is sent is what it reads back
+// and filters compare alike on every store.
+func normalTimes(v reflect.Value, fs []field) {
+	for i := range fs {
+		fv := v.FieldByIndex(fs[i].index)
+		switch {
+		case fv.Type() == timeType:
+			fv.Set(reflect.ValueOf(normalTime(fv.Interface().(time.Time))))
+		case fv.Kind() == reflect.Pointer && fv.Type().Elem() == timeType && !fv.IsNil():
+			t := normalTime(fv.Elem().Interface().(time.Time))
+			fv.Set(reflect.ValueOf(&t))
+		}
+	}
+}
+
 // check runs the field rules over every writable field not already in
 // errs (the decoding errors, which it adds to), then the Validate hook.
 func (r *Resource[T]) check(ctx context.Context, obj *T, action string, errs streamapi.FieldErrors) error {
 	v := reflect.ValueOf(obj).Elem()
+	normalTimes(v, r.fields)
 	if errs == nil {
 		errs = streamapi.FieldErrors{}
 	}

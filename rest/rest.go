@@ -243,38 +243,36 @@ func (h *Handler) action(rt route, method string) string {
 	return ""
 }
 
-// list answers GET on a collection with DRF's PageNumberPagination body.
+// list answers GET on a collection: DRF's PageNumberPagination body, or
+// its CursorPagination body when the request has a cursor parameter.
 func (h *Handler) list(w http.ResponseWriter, r *http.Request, res streamapi.Resource, req *streamapi.Request) {
-	q := r.URL.Query()
-	page := 1
-	if v := q.Get("page"); v != "" {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || n < 1 {
-			h.error(w, r, streamapi.ErrInvalidPage, nil)
-			return
-		}
-		page = n
-	}
-	size := 0
-	if v := q.Get("page_size"); v != "" {
-		// As DRF: a page_size that is not a positive integer is ignored.
-		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
-			size = n
-		}
-	}
-	p, err := res.ListPage(r.Context(), req, page, size)
+	p, err := res.ListPage(r.Context(), req, r.URL.Query())
 	if err != nil {
 		h.error(w, r, err, nil)
 		return
 	}
-	body := listBody{Count: p.Count, Results: p.Results}
-	if page*p.Size < p.Count {
-		body.Next = pageURL(r, page+1)
+	if p.Cursor {
+		body := cursorBody{Results: p.Results}
+		if p.NextCursor != "" {
+			body.Next = linkWith(r, "cursor", p.NextCursor)
+		}
+		writeJSON(w, http.StatusOK, body)
+		return
 	}
-	if page > 1 {
-		body.Previous = pageURL(r, page-1)
+	body := listBody{Count: p.Count, Results: p.Results}
+	if p.HasNext {
+		body.Next = pageURL(r, p.Number+1)
+	}
+	if p.Number > 1 {
+		body.Previous = pageURL(r, p.Number-1)
 	}
 	writeJSON(w, http.StatusOK, body)
+}
+
+type cursorBody struct {
+	Next     *string `json:"next"`
+	Previous *string `json:"previous"`
+	Results  any     `json:"results"`
 }
 
 type listBody struct {
@@ -287,15 +285,24 @@ type listBody struct {
 // pageURL returns the absolute URL of another page of the same list, as
 // DRF's build_absolute_uri does; page 1 drops the parameter.
 func pageURL(r *http.Request, page int) *string {
+	if page == 1 {
+		return linkWith(r, "page", "")
+	}
+	return linkWith(r, "page", strconv.Itoa(page))
+}
+
+// linkWith returns the request's absolute URL with one query parameter set
+// (or removed, for "").
+func linkWith(r *http.Request, name, value string) *string {
 	u, err := url.ParseRequestURI(r.RequestURI)
 	if err != nil {
 		u = &url.URL{Path: r.URL.Path}
 	}
 	q := u.Query()
-	if page == 1 {
-		q.Del("page")
+	if value == "" {
+		q.Del(name)
 	} else {
-		q.Set("page", strconv.Itoa(page))
+		q.Set(name, value)
 	}
 	u.RawQuery = q.Encode()
 	u.Scheme, u.Host = "http", r.Host

@@ -38,11 +38,11 @@ func (f *fake) Offers(string) bool                                            { 
 func (f *fake) CustomActions() []streamapi.ActionInfo {
 	return []streamapi.ActionInfo{{Name: "ping", Safe: true}, {Name: "poke", Detail: true}}
 }
-func (f *fake) ListPage(context.Context, *streamapi.Request, int, int) (streamapi.Page, error) {
+func (f *fake) ListPage(context.Context, *streamapi.Request, map[string][]string) (streamapi.Page, error) {
 	if f.err != nil {
 		return streamapi.Page{}, f.err
 	}
-	return streamapi.Page{Results: []int{1, 2}, Count: 2, Size: 25}, nil
+	return streamapi.Page{Results: []int{1, 2}, Count: 2, Number: 1}, nil
 }
 
 func get(t *testing.T, h http.Handler, method, path string) (int, string) {

@@ -80,6 +80,11 @@ func New(store streamapi.Store, now func() time.Time) (*App, error) {
 			// on create is what it reads back.
 			q.PubDate = now().UTC().Truncate(time.Microsecond)
 		},
+		// ?pub_date__gte=2026-01-01&pub_date__lt=2027-01-01, ?search=why,
+		// ?ordering=-pub_date.
+		Filters:  map[string][]string{"pub_date": {"exact", "gt", "gte", "lt", "lte"}},
+		Search:   []string{"question_text"},
+		Ordering: []string{"id", "pub_date", "question_text"},
 		// Deleting a question deletes its choices through their resource,
 		// in the same transaction, so choice subscribers hear of it.
 		BeforeDelete: func(ctx context.Context, q *Question) error {
@@ -94,6 +99,9 @@ func New(store streamapi.Store, now func() time.Time) (*App, error) {
 		Label:    "polls.choice",
 		Store:    store,
 		Validate: a.validateChoice,
+		// ?question=5, ?question__in=5,6, ?votes__gte=3, ?ordering=-votes.
+		Filters:  map[string][]string{"question": {"exact", "in"}, "votes": {"exact", "gt", "gte", "lt", "lte"}},
+		Ordering: []string{"id", "votes"},
 		DetailActions: []resource.DetailAction[Choice]{{
 			Name:     "Vote",
 			WireName: "vote",

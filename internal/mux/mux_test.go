@@ -42,7 +42,7 @@ func (f *fakeResource) ParsePK(raw json.RawMessage) (any, error) {
 }
 func (f *fakeResource) Offers(string) bool                    { return true }
 func (f *fakeResource) CustomActions() []streamapi.ActionInfo { return nil }
-func (f *fakeResource) ListPage(context.Context, *streamapi.Request, int, int) (streamapi.Page, error) {
+func (f *fakeResource) ListPage(context.Context, *streamapi.Request, map[string][]string) (streamapi.Page, error) {
 	return streamapi.Page{}, nil
 }
 func (f *fakeResource) Exists(_ context.Context, pk any) (bool, error) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/streamapi/streamapi"
 	"github.com/uptrace/bun"
@@ -48,6 +49,15 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 }
 
 func (t *table) Label() string        { return t.label }
+
+func (t *table) Column(index []int) (string, bool) {
+	for _, f := range t.meta.Fields {
+		if slices.Equal(f.Index, index) {
+			return f.Name, true
+		}
+	}
+	return "", false
+}
 func (t *table) PKType() reflect.Type { return t.pk.IndirectType }
 
 func (t *table) Get(ctx context.Context, dst any, pk any) error {
@@ -61,12 +71,12 @@ func (t *table) Get(ctx context.Context, dst any, pk any) error {
 }
 
 func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error {
-	sel := t.db.idb(ctx).NewSelect().Model(dst).OrderExpr("? ASC", bun.Ident(t.pk.Name))
-	for col, v := range q.Equal {
-		if _, ok := t.columns[col]; !ok {
-			return streamapi.Errorf(streamapi.EINVALID, "list %s: no column %q", t.label, col)
-		}
-		sel = sel.Where("? = ?", bun.Ident(col), v)
+	sel, err := t.where(t.db.idb(ctx).NewSelect().Model(dst), q)
+	if err != nil {
+		return fmt.Errorf("list: %w", err)
+	}
+	if sel, err = t.orderBy(sel, q.Order); err != nil {
+		return fmt.Errorf("list: %w", err)
 	}
 	if q.Limit > 0 {
 		sel = sel.Limit(int64(q.Limit))
@@ -81,12 +91,9 @@ func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error 
 }
 
 func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
-	sel := t.db.idb(ctx).NewSelect().Model(reflect.New(t.typ).Interface())
-	for col, v := range q.Equal {
-		if _, ok := t.columns[col]; !ok {
-			return 0, streamapi.Errorf(streamapi.EINVALID, "count %s: no column %q", t.label, col)
-		}
-		sel = sel.Where("? = ?", bun.Ident(col), v)
+	sel, err := t.where(t.db.idb(ctx).NewSelect().Model(reflect.New(t.typ).Interface()), q)
+	if err != nil {
+		return 0, fmt.Errorf("count: %w", err)
 	}
 	n, err := sel.Count(ctx)
 	if err != nil {

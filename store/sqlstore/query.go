@@ -1,0 +1,178 @@
+package sqlstore
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/streamapi/streamapi"
+	"github.com/uptrace/bun"
+)
+
+// The list query language in SQL. Every value is a bound argument (bun
+// formats it as a literal of its type, escaping it); column names are
+// checked against the table's and quoted as identifiers. The semantics match
+// the in-memory evaluation in package resource exactly, on both databases:
+// text compares byte by byte (COLLATE "C" on PostgreSQL, BINARY on SQLite),
+// icontains folds ASCII letters only (lower() under those collations),
+// NULL satisfies no lookup but isnull, and NULLs sort first ascending.
+
+// where applies q's filters to sel.
+func (t *table) where(sel *bun.SelectQuery, q streamapi.ListQuery) (*bun.SelectQuery, error) {
+	for col, v := range q.Equal {
+		if _, ok := t.columns[col]; !ok {
+			return nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, col)
+		}
+		sel = sel.Where("? = ?", bun.Ident(col), v)
+	}
+	for _, c := range q.Where {
+		expr, args, err := t.cond(c)
+		if err != nil {
+			return nil, err
+		}
+		sel = sel.Where(expr, args...)
+	}
+	if len(q.After) > 0 {
+		expr, args, err := t.after(q.Order, q.After)
+		if err != nil {
+			return nil, err
+		}
+		sel = sel.Where(expr, args...)
+	}
+	return sel, nil
+}
+
+// isText reports whether col holds text.
+func (t *table) isText(col string) bool {
+	f := t.meta.FieldMap[col]
+	return f != nil && f.IndirectType.Kind() == reflect.String
+}
+
+// ref returns the column as an operand: under COLLATE "C" for text on
+// PostgreSQL, so that comparisons and sorting go byte by byte.
+func (t *table) ref(col string) (string, []any) {
+	if t.db.dialect == "postgres" && t.isText(col) {
+		return `? COLLATE "C"`, []any{bun.Ident(col)}
+	}
+	return "?", []any{bun.Ident(col)}
+}
+
+var compare = map[string]string{
+	streamapi.LookupExact: "=",
+	streamapi.LookupGT:    ">",
+	streamapi.LookupGTE:   ">=",
+	streamapi.LookupLT:    "<",
+	streamapi.LookupLTE:   "<=",
+}
+
+// cond returns c as an SQL expression and its arguments.
+func (t *table) cond(c streamapi.Cond) (string, []any, error) {
+	if len(c.Any) > 0 {
+		parts := make([]string, 0, len(c.Any))
+		var args []any
+		for _, sub := range c.Any {
+			e, a, err := t.cond(sub)
+			if err != nil {
+				return "", nil, err
+			}
+			parts = append(parts, e)
+			args = append(args, a...)
+		}
+		return "(" + strings.Join(parts, " OR ") + ")", args, nil
+	}
+	if _, ok := t.columns[c.Column]; !ok {
+		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, c.Column)
+	}
+	col, args := t.ref(c.Column)
+	pg := t.db.dialect == "postgres"
+	if op, ok := compare[c.Lookup]; ok {
+		return col + " " + op + " ?", append(args, c.Value), nil
+	}
+	switch c.Lookup {
+	case streamapi.LookupIn:
+		vs, _ := c.Value.([]any)
+		if len(vs) == 0 {
+			return "1 = 0", nil, nil // IN () selects nothing
+		}
+		return col + " IN (?)", append(args, bun.In(vs)), nil
+	case streamapi.LookupContains:
+		if pg {
+			return "strpos(?, ?) > 0", []any{bun.Ident(c.Column), c.Value}, nil
+		}
+		return "instr(?, ?) > 0", []any{bun.Ident(c.Column), c.Value}, nil
+	case streamapi.LookupIContains:
+		if pg {
+			return `strpos(lower(? COLLATE "C"), lower(? COLLATE "C")) > 0`, []any{bun.Ident(c.Column), c.Value}, nil
+		}
+		return "instr(lower(?), lower(?)) > 0", []any{bun.Ident(c.Column), c.Value}, nil
+	case streamapi.LookupStartsWith:
+		if pg {
+			return "starts_with(?, ?)", []any{bun.Ident(c.Column), c.Value}, nil
+		}
+		return "substr(?, 1, length(?)) = ?", []any{bun.Ident(c.Column), c.Value, c.Value}, nil
+	case streamapi.LookupIsNull:
+		if b, _ := c.Value.(bool); b {
+			return "? IS NULL", []any{bun.Ident(c.Column)}, nil
+		}
+		return "? IS NOT NULL", []any{bun.Ident(c.Column)}, nil
+	}
+	return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: unknown lookup %q", t.label, c.Lookup)
+}
+
+// keys returns the full sort: order, then the primary key unless order has it.
+func (t *table) keys(order []streamapi.Order) []streamapi.Order {
+	for _, o := range order {
+		if o.Column == t.pk.Name {
+			return order
+		}
+	}
+	return append(append([]streamapi.Order(nil), order...), streamapi.Order{Column: t.pk.Name})
+}
+
+// orderBy sorts sel by order, then the primary key.
+func (t *table) orderBy(sel *bun.SelectQuery, order []streamapi.Order) (*bun.SelectQuery, error) {
+	for _, o := range t.keys(order) {
+		if _, ok := t.columns[o.Column]; !ok {
+			return nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, o.Column)
+		}
+		col, args := t.ref(o.Column)
+		if o.Desc {
+			sel = sel.OrderExpr(col+" DESC NULLS LAST", args...)
+		} else {
+			sel = sel.OrderExpr(col+" ASC NULLS FIRST", args...)
+		}
+	}
+	return sel, nil
+}
+
+// after returns the keyset condition "sorts after the row with these
+// values": for keys k1..kn, (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ...,
+// with < for descending keys.
+func (t *table) after(order []streamapi.Order, values []any) (string, []any, error) {
+	keys := t.keys(order)
+	if len(values) != len(keys) {
+		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: a cursor needs %d values, got %d", t.label, len(keys), len(values))
+	}
+	var ors []string
+	var args []any
+	for i, k := range keys {
+		if values[i] == nil {
+			return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: a cursor cannot hold NULL (%s)", t.label, k.Column)
+		}
+		var ands []string
+		for j := 0; j < i; j++ {
+			col, a := t.ref(keys[j].Column)
+			ands = append(ands, col+" = ?")
+			args = append(append(args, a...), values[j])
+		}
+		op := ">"
+		if k.Desc {
+			op = "<"
+		}
+		col, a := t.ref(k.Column)
+		ands = append(ands, fmt.Sprintf("%s %s ?", col, op))
+		args = append(append(args, a...), values[i])
+		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
+	}
+	return "(" + strings.Join(ors, " OR ") + ")", args, nil
+}
