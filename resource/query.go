@@ -269,14 +269,19 @@ func (r *Resource[T]) parse(p Params) (*listQuery, error) {
 				errs.Add(name, "Expected a list of field names.")
 				continue
 			}
-			lq.fields = []*queryField{}
+			asked := map[string]bool{}
 			for _, it := range items {
-				qf := r.sparse(it.string())
-				if qf == nil {
+				if r.sparse(it.string()) == nil {
 					errs.Add(name, fmt.Sprintf("Unknown field %q.", it.string()))
 					continue
 				}
-				lq.fields = append(lq.fields, qf)
+				asked[it.string()] = true
+			}
+			lq.fields = []*queryField{} // in declaration order
+			for i := range r.fields {
+				if asked[r.fields[i].name] {
+					lq.fields = append(lq.fields, r.sparse(r.fields[i].name))
+				}
 			}
 		case paramOrdering:
 			items, _ := v.list()
@@ -670,4 +675,14 @@ func project[T any](objs []T, fields []*queryField) (any, error) {
 		out[i] = buf.Bytes()
 	}
 	return out, nil
+}
+
+// Conds parses the filters and search of REST-style query parameters into
+// the conditions Match evaluates (and the store runs in SQL).
+func (r *Resource[T]) Conds(query map[string][]string) ([]streamapi.Cond, error) {
+	lq, err := r.parse(ParamsFromQuery(query))
+	if err != nil {
+		return nil, err
+	}
+	return lq.q.Where, nil
 }

@@ -146,8 +146,8 @@ func (t *table) orderBy(sel *bun.SelectQuery, order []streamapi.Order) (*bun.Sel
 }
 
 // after returns the keyset condition "sorts after the row with these
-// values": for keys k1..kn, (k1 > v1) OR (k1 = v1 AND k2 > v2) OR ...,
-// with < for descending keys.
+// values": for keys k1..kn, k1 >= v1 AND ((k1 > v1) OR (k1 = v1 AND
+// k2 > v2) OR ...), with < and <= for descending keys.
 func (t *table) after(order []streamapi.Order, values []any) (string, []any, error) {
 	keys := t.keys(order)
 	if len(values) != len(keys) {
@@ -174,5 +174,13 @@ func (t *table) after(order []streamapi.Order, values []any) (string, []any, err
 		args = append(append(args, a...), values[i])
 		ors = append(ors, "("+strings.Join(ands, " AND ")+")")
 	}
-	return "(" + strings.Join(ors, " OR ") + ")", args, nil
+	// The first key's bound, said once more on its own, lets the database
+	// seek an index to the cursor instead of scanning up to it.
+	op := ">="
+	if keys[0].Desc {
+		op = "<="
+	}
+	col, a := t.ref(keys[0].Column)
+	expr := fmt.Sprintf("%s %s ? AND (%s)", col, op, strings.Join(ors, " OR "))
+	return expr, append(append(a, values[0]), args...), nil
 }
