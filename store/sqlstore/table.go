@@ -48,7 +48,7 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 	return t, nil
 }
 
-func (t *table) Label() string        { return t.label }
+func (t *table) Label() string { return t.label }
 
 func (t *table) Column(index []int) (string, bool) {
 	for _, f := range t.meta.Fields {
