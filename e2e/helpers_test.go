@@ -101,6 +101,13 @@ func startWith(t *testing.T, store func(*sqlstore.Options), opts ...option) *env
 			return u.Authenticated()
 		}),
 		PageSize: 2,
+		// Every text lookup, for the query tests.
+		Filters: map[string][]string{
+			"text":  {"exact", "in", "contains", "icontains", "startswith", "gt", "lt"},
+			"owner": {"exact", "isnull"},
+		},
+		Search:   []string{"text", "owner"},
+		Ordering: []string{"text", "owner"},
 		// The owner is set by the server, from the connection's user.
 		Defaults: func(ctx context.Context, n *Note) {
 			if u := streamapi.UserFrom(ctx); u != nil {

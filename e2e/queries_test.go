@@ -144,6 +144,10 @@ func TestQueries_WebSocket(t *testing.T) {
 		{"choices", map[string]any{"question": "1"}, "1,2,3"},
 		{"choices", map[string]any{"question__in": []any{2, 3}, "votes__gte": 2}, "4,5,6"},
 		{"choices", map[string]any{"question__in": "2,3"}, "4,5,6,7"},
+		{"choices", map[string]any{"votes__gt": 2, "votes__lte": 5}, "1,3,6"},
+		{"choices", map[string]any{"votes__lt": "2", "votes": 0}, "2"},
+		{"questions", map[string]any{"pub_date__gte": "2026-06-10", "pub_date__lte": "2027-01-10T00:00:00Z"}, "2,3"},
+		{"questions", map[string]any{"pub_date__gt": "2026-06-10T00:00:00Z", "pub_date": "2027-01-10 00:00"}, "3"},
 		{"choices", map[string]any{"page": 2, "page_size": 3, "ordering": "-votes"}, "6,4,7"},
 		{"choices", map[string]any{"ordering": []any{"-votes", "-id"}}, "5,6,3,1,4,7,2"},
 		{"questions", map[string]any{"search": "why", "ordering": "-pub_date"}, "2,1"},
@@ -251,4 +255,54 @@ func TestQueries_StablePagesAndCursors(t *testing.T) {
 	if got := strings.Join(ws, ","); got != all {
 		t.Fatalf("WebSocket cursor pages %s, want %s", got, all)
 	}
+}
+
+// TestQueries_TextLookups exercises the text lookups and isnull on both
+// surfaces, with text that tells byte order and ASCII case folding apart.
+func TestQueries_TextLookups(t *testing.T) {
+	e := start(t)
+	for _, text := range []string{"Apple", "apple pie", "ÉCOLE", "école", "banana", "Band"} {
+		e.call(t, "POST", "/notes/?user=u", fmt.Sprintf(`{"text":%q}`, text)).wantStatus(t, 201)
+	}
+	c := e.dial("")
+	for _, cs := range []struct {
+		query string
+		data  map[string]any
+		ids   string
+	}{
+		{"text__contains=pp", map[string]any{"text__contains": "pp"}, "1,2"},
+		{"text__contains=App", map[string]any{"text__contains": "App"}, "1"},
+		{"text__icontains=APPLE", map[string]any{"text__icontains": "APPLE"}, "1,2"},
+		{"text__icontains=cole", map[string]any{"text__icontains": "cole"}, "3,4"},
+		{"text__icontains=%C3%A9cole", map[string]any{"text__icontains": "école"}, "4"}, // é is not folded to É
+		{"text__startswith=Ban", map[string]any{"text__startswith": "Ban"}, "6"},
+		{"text__startswith=ban", map[string]any{"text__startswith": "ban"}, "5"},
+		{"text__in=Band,banana", map[string]any{"text__in": []any{"Band", "banana"}}, "5,6"},
+		{"text=Band", map[string]any{"text": "Band"}, "6"},
+		{"text__lt=a", map[string]any{"text__lt": "a"}, "1,6"}, // byte order: capitals first
+		{"text__gt=z", map[string]any{"text__gt": "z"}, "3,4"}, // and non-ASCII last
+		{"owner__isnull=false", map[string]any{"owner__isnull": false}, "1,2,3,4,5,6"},
+		{"owner__isnull=true", map[string]any{"owner__isnull": true}, ""},
+		{"search=an%20b", map[string]any{"search": "an b"}, "5,6"},
+		{"ordering=-text", map[string]any{"ordering": "-text"}, "4,3,5,2,6,1"},
+	} {
+		r := e.call(t, "GET", "/notes/?page_size=10&"+cs.query, "")
+		if r.status != 200 {
+			t.Fatalf("REST %s: %d %s", cs.query, r.status, r.body)
+		}
+		if got := ids(t, r.body); got != cs.ids {
+			t.Errorf("REST %s: ids %s, want %s", cs.query, got, cs.ids)
+		}
+		data := map[string]any{"page_size": 10}
+		for k, v := range cs.data {
+			data[k] = v
+		}
+		rep := do(t, c, "notes", client.Payload{Action: "list", Data: data})
+		rep.want(t, 200, "[]")
+		if got := ids(t, compact(rep.Data)); got != cs.ids {
+			t.Errorf("WebSocket %v: ids %s, want %s", cs.data, got, cs.ids)
+		}
+	}
+	do(t, c, "notes", client.Payload{Action: "list", Data: map[string]any{"text": 5}}).want(t, 400, `[{"text":["Not a valid string."]}]`)
+	do(t, c, "notes", client.Payload{Action: "list", Data: map[string]any{"owner__isnull": "maybe"}}).want(t, 400, `[{"owner__isnull":["Must be a valid boolean."]}]`)
 }

@@ -384,7 +384,7 @@ func parseBool(v param) (bool, bool) {
 
 // timeLayouts are the date-time forms a filter accepts, as django's
 // DateTimeField: RFC 3339, then without a zone (UTC), then a date.
-var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", "2006-01-02T15:04", "2006-01-02"}
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999", "2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02"}
 
 // convert turns a parameter into a value of type t (its element type for a
 // pointer), or returns django-filter's message.

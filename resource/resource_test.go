@@ -103,8 +103,14 @@ func TestNew_Errors(t *testing.T) {
 		`declared twice`: {Stream: "s", Label: "a.b", Store: db,
 			DetailActions: []resource.DetailAction[Item]{{Name: "go", Func: noop}},
 			ListActions:   []resource.ListAction{{Name: "go", Func: listNoop}}},
-		`has no Func`: {Stream: "s", Label: "a.b", Store: db, ListActions: []resource.ListAction{{Name: "x"}}},
-		`has no name`: {Stream: "s", Label: "a.b", Store: db, ListActions: []resource.ListAction{{Func: listNoop}}},
+		`has no Func`:                     {Stream: "s", Label: "a.b", Store: db, ListActions: []resource.ListAction{{Name: "x"}}},
+		`has no name`:                     {Stream: "s", Label: "a.b", Store: db, ListActions: []resource.ListAction{{Func: listNoop}}},
+		`Filters names "nope"`:            {Stream: "s", Label: "a.b", Store: db, Filters: map[string][]string{"nope": {"exact"}}},
+		`unknown lookup "like"`:           {Stream: "s", Label: "a.b", Store: db, Filters: map[string][]string{"name": {"like"}}},
+		`lookup icontains needs a text`:   {Stream: "s", Label: "a.b", Store: db, Filters: map[string][]string{"score": {"icontains"}}},
+		`Search field score must be text`: {Stream: "s", Label: "a.b", Store: db, Search: []string{"score"}},
+		`Ordering names "nope"`:           {Stream: "s", Label: "a.b", Store: db, Ordering: []string{"nope"}},
+		`DefaultOrdering names "nope"`:    {Stream: "s", Label: "a.b", Store: db, DefaultOrdering: []string{"-nope"}},
 	}
 	for want, cfg := range cases {
 		if _, err := resource.New(cfg); err == nil || !strings.Contains(err.Error(), want) {
