@@ -96,7 +96,13 @@ func TestQueries_Errors(t *testing.T) {
 		{"/choices/?question__in=1,x", `{"question__in":["Enter a number."]}`},
 		{"/choices/?choice_text=c", `{"choice_text":["Unknown filter: not a declared field and lookup."]}`},
 		{"/choices/?votes__contains=1", `{"votes__contains":["Unknown filter: not a declared field and lookup."]}`},
-		{"/choices/?nope=1", `{"nope":["Unknown filter: not a declared field and lookup."]}`},
+		{"/choices/?votes__nope=1", `{"votes__nope":["Unknown filter: not a declared field and lookup."]}`},
+		{"/notes/?text=a%00b", `{"text":["Null characters are not allowed."]}`},
+		{"/notes/?text=%FF", `{"text":["Not a valid string."]}`},
+		{"/notes/?search=%00", `{"search":["Null characters are not allowed."]}`},
+		{"/choices/?votes=NaN", `{"votes":["Enter a number."]}`},
+		{"/choices/?page=4611686018427387905&page_size=4", `{"detail":"Invalid page."}`},
+		{"/notes/?ordering=text,owner&cursor=", ""},
 		{"/choices/?ordering=choice_text", `{"ordering":["Cannot order by \"choice_text\"."]}`},
 		{"/choices/?ordering=-nope,votes", `{"ordering":["Cannot order by \"-nope\"."]}`},
 		{"/questions/?pub_date__gte=yesterday", `{"pub_date__gte":["Enter a valid date/time."]}`},
@@ -105,18 +111,46 @@ func TestQueries_Errors(t *testing.T) {
 		{"/choices/?cursor=bogus", `{"cursor":["Invalid cursor."]}`},
 		{"/choices/?with_count=maybe", `{"with_count":["Must be a valid boolean."]}`},
 	} {
-		e.call(t, "GET", c.path, "").want(t, 400, c.body)
+		r := e.call(t, "GET", c.path, "")
+		switch {
+		case c.body == "":
+			r.wantStatus(t, 200)
+		case strings.Contains(c.body, "Invalid page"):
+			r.want(t, 404, c.body)
+		default:
+			r.want(t, 400, c.body)
+		}
+	}
+	// As django-filter, a query-string name that is no field of the
+	// resource (a token, a cache buster) and an empty value are ignored.
+	for _, path := range []string{"/choices/?nope=1", "/choices/?_=123&format=json", "/choices/?votes="} {
+		if got := ids(t, e.call(t, "GET", path, "").body); got != "1,2,3,4,5,6,7" {
+			t.Errorf("GET %s: ids %s, want every choice", path, got)
+		}
 	}
 	// Hostile values are bound, never spliced into SQL.
+	e.call(t, "POST", "/notes/?user=u", `{"text":"plain"}`).wantStatus(t, 201)
 	for _, hostile := range []string{
 		`'; DROP TABLE polls_question; --`,
 		`") OR 1=1 --`,
 		`%' OR '1'='1`,
 		`\'; SELECT 1; --`,
+		`plain' OR 'a'='a`,
+		`$1`,
+		`?; --`,
 	} {
 		q := url.QueryEscape(hostile)
-		if got := ids(t, e.call(t, "GET", "/questions/?search="+q, "").body); got != "" {
-			t.Errorf("search %q selected %s", hostile, got)
+		// Text values reach SQL, bound: they match nothing, and fail nothing.
+		for _, path := range []string{"/questions/?search=" + q, "/notes/?text=" + q, "/notes/?text__in=plain," + q, "/notes/?text__contains=" + q, "/notes/?text__icontains=" + q, "/notes/?text__startswith=" + q, "/notes/?text__lt=" + q} {
+			r := e.call(t, "GET", path, "")
+			r.wantStatus(t, 200)
+			want := ""
+			if strings.Contains(path, "text__in=plain") || strings.Contains(path, "text__lt") && hostile > "plain" {
+				want = "1"
+			}
+			if got := ids(t, r.body); got != want {
+				t.Errorf("GET %s selected %q, want %q", path, got, want)
+			}
 		}
 		e.call(t, "GET", "/choices/?question="+q, "").want(t, 400, `{"question":["Enter a number."]}`)
 		e.call(t, "GET", "/questions/?pub_date__lt="+q, "").want(t, 400, `{"pub_date__lt":["Enter a valid date/time."]}`)

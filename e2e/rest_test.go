@@ -98,7 +98,7 @@ func TestREST_Routes(t *testing.T) {
 	e.call(t, "GET", "/choices/1/vote/", "").want(t, 405, `{"detail":"Method \"GET\" not allowed."}`)
 
 	r := e.call(t, "OPTIONS", "/questions/1/", "")
-	if r.status != 200 || r.header.Get("Allow") != "GET, PUT, PATCH, DELETE, OPTIONS" {
+	if r.status != 200 || r.header.Get("Allow") != "GET, HEAD, PUT, PATCH, DELETE, OPTIONS" {
 		t.Fatalf("OPTIONS: %d Allow %q", r.status, r.header.Get("Allow"))
 	}
 }
@@ -129,12 +129,12 @@ func TestREST_Errors(t *testing.T) {
 	// Methods a route does not have: 405 with Allow.
 	r := e.call(t, "POST", "/questions/1/", `{}`)
 	r.want(t, 405, `{"detail":"Method \"POST\" not allowed."}`)
-	if r.header.Get("Allow") != "GET, PUT, PATCH, DELETE, OPTIONS" {
+	if r.header.Get("Allow") != "GET, HEAD, PUT, PATCH, DELETE, OPTIONS" {
 		t.Errorf("Allow %q", r.header.Get("Allow"))
 	}
 	r = e.call(t, "DELETE", "/questions/", "")
 	r.want(t, 405, `{"detail":"Method \"DELETE\" not allowed."}`)
-	if r.header.Get("Allow") != "GET, POST, OPTIONS" {
+	if r.header.Get("Allow") != "GET, HEAD, POST, OPTIONS" {
 		t.Errorf("Allow %q", r.header.Get("Allow"))
 	}
 
@@ -156,8 +156,8 @@ func TestREST_ReadOnlyResource(t *testing.T) {
 	e := start(t, func(_ *server.Config, n *resource.Config[Note]) { n.Actions = resource.ReadOnly })
 	r := e.call(t, "POST", "/notes/?user=alice", `{"text":"hi"}`)
 	r.want(t, 405, `{"detail":"Method \"POST\" not allowed."}`)
-	if r.header.Get("Allow") != "GET, OPTIONS" {
-		t.Errorf("Allow %q, want GET, OPTIONS", r.header.Get("Allow"))
+	if r.header.Get("Allow") != "GET, HEAD, OPTIONS" {
+		t.Errorf("Allow %q, want GET, HEAD, OPTIONS", r.header.Get("Allow"))
 	}
 }
 

@@ -5,11 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/streamapi/streamapi"
 )
@@ -48,6 +50,12 @@ type queryField struct {
 // initQuery checks the query declarations against the model.
 func (r *Resource[T]) initQuery() error {
 	r.qfields = map[string]*queryField{}
+	var zero T
+	pkCol, ok := r.table.Column(r.pkIndex)
+	if !ok {
+		return fmt.Errorf("resource %s: the primary key has no column", r.cfg.Stream)
+	}
+	r.pkField = &queryField{field: &field{name: "pk", index: r.pkIndex, typ: reflect.TypeOf(zero).FieldByIndex(r.pkIndex).Type}, column: pkCol}
 	for i := range r.fields {
 		f := &r.fields[i]
 		col, ok := r.table.Column(f.index)
@@ -69,6 +77,10 @@ func (r *Resource[T]) initQuery() error {
 			return err
 		}
 		kind := valueKind(qf.typ)
+		if ft := qf.typ; ft.Kind() == reflect.Float32 || ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Float32 {
+			// PostgreSQL would compare a real with a double: 0.1::real <> 0.1.
+			return fmt.Errorf("resource %s: field %s is a float32; filter on float64 fields", r.cfg.Stream, name)
+		}
 		if kind == "" {
 			return fmt.Errorf("resource %s: field %s of type %s cannot be filtered", r.cfg.Stream, name, qf.typ)
 		}
@@ -252,6 +264,10 @@ func (r *Resource[T]) parse(p Params) (*listQuery, error) {
 			s := v.string()
 			lq.cursor = &s
 		case paramSearch:
+			if msg := badText(v.string()); msg != "" {
+				errs.Add(name, msg)
+				continue
+			}
 			for _, term := range strings.FieldsFunc(v.string(), func(c rune) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' }) {
 				var any []streamapi.Cond
 				for _, name := range r.cfg.Search {
@@ -296,6 +312,14 @@ func (r *Resource[T]) parse(p Params) (*listQuery, error) {
 				lq.q.Order = append(lq.q.Order, streamapi.Order{Column: qf.column, Desc: strings.HasPrefix(s, "-")})
 			}
 		default:
+			fname, _, _ := strings.Cut(name, "__")
+			if !v.isJSON && (r.sparse(fname) == nil || v.text == "") {
+				// As django-filter: a query-string name that is no field of
+				// the resource (an auth token, a cache buster, ?format=) and
+				// an empty value are ignored. The WebSocket's data holds
+				// only the list's parameters, so there every key counts.
+				continue
+			}
 			c, msg := r.filter(name, v)
 			if msg != "" {
 				errs.Add(name, msg)
@@ -372,6 +396,19 @@ func (r *Resource[T]) filter(name string, v param) (streamapi.Cond, string) {
 	return c, ""
 }
 
+// badText returns DRF's message for text no database stores as sent: a
+// NUL byte (PostgreSQL refuses it) or invalid UTF-8 (which would be
+// rewritten before the comparison).
+func badText(s string) string {
+	switch {
+	case strings.ContainsRune(s, 0):
+		return "Null characters are not allowed."
+	case !utf8.ValidString(s):
+		return "Not a valid string."
+	}
+	return ""
+}
+
 func parseBool(v param) (bool, bool) {
 	switch strings.ToLower(strings.TrimSpace(v.string())) {
 	case "true", "1":
@@ -411,7 +448,7 @@ func convert(t reflect.Type, v param) (any, string) {
 		out.SetUint(n)
 	case "float":
 		f, err := strconv.ParseFloat(s, t.Bits())
-		if err != nil {
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, "Enter a number."
 		}
 		out = reflect.New(t).Elem()
@@ -432,6 +469,9 @@ func convert(t reflect.Type, v param) (any, string) {
 	case "string":
 		if v.isJSON && len(v.raw) > 0 && v.raw[0] != '"' {
 			return nil, "Not a valid string."
+		}
+		if msg := badText(v.string()); msg != "" {
+			return nil, msg
 		}
 		out = reflect.ValueOf(v.string()).Convert(t)
 	default:
@@ -573,6 +613,17 @@ type cursorState struct {
 	Values   []json.RawMessage `json:"v"`
 }
 
+// nullableSort returns the first nullable field of lq's sort, if any: a
+// keyset cannot step past NULLs, so cursors refuse such orderings.
+func (r *Resource[T]) nullableSort(lq *listQuery) string {
+	for _, k := range r.sortKeys(lq.q.Order) {
+		if k.typ.Kind() == reflect.Pointer {
+			return k.name
+		}
+	}
+	return ""
+}
+
 // makeCursor returns the cursor after obj.
 func (r *Resource[T]) makeCursor(obj *T, lq *listQuery) string {
 	v := reflect.ValueOf(obj).Elem()
@@ -629,11 +680,7 @@ func (r *Resource[T]) sortKeys(order []streamapi.Order) []*queryField {
 		}
 	}
 	if !hasPK {
-		for _, qf := range r.qfields {
-			if slices.Equal(qf.index, r.pkIndex) {
-				out = append(out, qf)
-			}
-		}
+		out = append(out, r.pkField) // even when the key is not a wire field
 	}
 	return out
 }

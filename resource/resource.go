@@ -30,6 +30,7 @@ type Resource[T any] struct {
 	perm     streamapi.Permission
 	pageSize int
 	qfields  map[string]*queryField // by JSON name: the fields the query language may name
+	pkField  *queryField            // the primary key, for sorting and cursors
 }
 
 var _ streamapi.Resource = (*Resource[struct{}])(nil)
@@ -208,6 +209,11 @@ func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery) (streamapi.Pa
 	}
 	size = min(size, r.maxPageSize())
 	if lq.cursor != nil {
+		if name := r.nullableSort(lq); name != "" {
+			errs := streamapi.FieldErrors{}
+			errs.Add(paramCursor, fmt.Sprintf("Cursor pagination cannot order by the nullable field %q.", name))
+			return streamapi.Page{}, errs.Err()
+		}
 		if *lq.cursor != "" {
 			if err := r.readCursor(lq, *lq.cursor); err != nil {
 				return streamapi.Page{}, err
@@ -231,6 +237,11 @@ func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery) (streamapi.Pa
 	count, err := r.table.Count(ctx, streamapi.ListQuery{Where: lq.q.Where})
 	if err != nil {
 		return streamapi.Page{}, err
+	}
+	// As DRF's validate_number: no page past the last (and no offset that
+	// overflows on the way).
+	if last := max(1, (count+size-1)/size); lq.page > last {
+		return streamapi.Page{}, streamapi.ErrInvalidPage
 	}
 	q := lq.q
 	q.Offset, q.Limit = (lq.page-1)*size, size

@@ -97,7 +97,17 @@ type route struct {
 
 // ServeHTTP answers one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	segs := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	// Split the escaped path, then unescape each segment: a pk may hold
+	// an escaped slash, which must not start a new segment.
+	segs := strings.Split(strings.Trim(r.URL.EscapedPath(), "/"), "/")
+	for i, seg := range segs {
+		u, err := url.PathUnescape(seg)
+		if err != nil {
+			h.error(w, r, streamapi.ErrNotFound, nil)
+			return
+		}
+		segs[i] = u
+	}
 	if len(segs) == 1 && segs[0] == "" {
 		h.root(w, r)
 		return
@@ -140,6 +150,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	user, err := h.cfg.Authenticator.Authenticate(r)
 	if err != nil {
+		if streamapi.ErrorCode(err) == streamapi.EINTERNAL {
+			h.error(w, r, err, nil) // logged, 500
+			return
+		}
 		h.error(w, r, streamapi.PermissionDenied(nil), nil)
 		return
 	}
@@ -151,10 +165,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.PK, _ = json.Marshal(rt.pk)
 	}
 	if action == streamapi.ActionList {
-		h.list(w, r, res, req)
+		h.list(w, r, res, req, methods)
 		return
 	}
-	if r.Method == http.MethodGet {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		if rt.custom != nil {
 			req.Data = queryData(r.URL.Query())
 		}
@@ -189,12 +203,15 @@ func (h *Handler) methods(rt route) []string {
 	add := func(method, action string) {
 		if rt.res.Offers(action) {
 			out = append(out, method)
+			if method == http.MethodGet {
+				out = append(out, http.MethodHead)
+			}
 		}
 	}
 	switch {
 	case rt.custom != nil:
 		if rt.custom.Safe {
-			out = append(out, http.MethodGet)
+			out = append(out, http.MethodGet, http.MethodHead)
 		}
 		out = append(out, http.MethodPost)
 	case rt.pk == "":
@@ -245,10 +262,10 @@ func (h *Handler) action(rt route, method string) string {
 
 // list answers GET on a collection: DRF's PageNumberPagination body, or
 // its CursorPagination body when the request has a cursor parameter.
-func (h *Handler) list(w http.ResponseWriter, r *http.Request, res streamapi.Resource, req *streamapi.Request) {
+func (h *Handler) list(w http.ResponseWriter, r *http.Request, res streamapi.Resource, req *streamapi.Request, methods []string) {
 	p, err := res.ListPage(r.Context(), req, r.URL.Query())
 	if err != nil {
-		h.error(w, r, err, nil)
+		h.error(w, r, err, methods)
 		return
 	}
 	if p.Cursor {

@@ -42,10 +42,18 @@ func (t *table) where(sel *bun.SelectQuery, q streamapi.ListQuery) (*bun.SelectQ
 	return sel, nil
 }
 
-// isText reports whether col holds text.
+// isText reports whether col holds text in SQL (not, say, a uuid or an
+// enum a Go string maps to): those take COLLATE "C".
 func (t *table) isText(col string) bool {
 	f := t.meta.FieldMap[col]
-	return f != nil && f.IndirectType.Kind() == reflect.String
+	if f == nil || f.IndirectType.Kind() != reflect.String {
+		return false
+	}
+	typ := strings.ToLower(f.UserSQLType)
+	if typ == "" {
+		typ = strings.ToLower(f.DiscoveredSQLType)
+	}
+	return typ == "" || strings.Contains(typ, "char") || strings.Contains(typ, "text")
 }
 
 // ref returns the column as an operand: under COLLATE "C" for text on
