@@ -3,6 +3,7 @@ package streamapi
 import (
 	"context"
 	"net/http"
+	"time"
 )
 
 // User is who makes a request. A nil *User is the anonymous user.
@@ -11,6 +12,10 @@ type User struct {
 	ID string
 	// Claims holds whatever else the authenticator learned (roles, names).
 	Claims map[string]any
+	// Expires is when the credentials behind the user expire (a token's
+	// exp); zero means never. A WebSocket connection does not keep the
+	// user's rights past it (docs/auth.md).
+	Expires time.Time
 }
 
 // Authenticated reports whether u is a known user; it is false for nil.
@@ -29,6 +34,13 @@ type AuthenticatorFunc func(r *http.Request) (*User, error)
 
 // Authenticate calls f(r).
 func (f AuthenticatorFunc) Authenticate(r *http.Request) (*User, error) { return f(r) }
+
+// TokenVerifier is implemented by authenticators whose credentials are
+// tokens: a WebSocket client renews its rights in-band by sending a fresh
+// token with the "authenticate" action (docs/auth.md).
+type TokenVerifier interface {
+	Verify(token string) (*User, error)
+}
 
 // Anonymous is the default Authenticator: everyone is anonymous.
 var Anonymous Authenticator = AuthenticatorFunc(func(*http.Request) (*User, error) { return nil, nil })

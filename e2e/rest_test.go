@@ -144,7 +144,12 @@ func TestREST_Errors(t *testing.T) {
 	e.call(t, "POST", "/notes/?user=alice", `{"text":"hi"}`).want(t, 201, `{"id":1,"text":"hi","owner":"alice"}`)
 	e.call(t, "POST", "/notes/1/Shout/?user=bob", "").want(t, 403, `{"detail":"You do not have permission to perform this action."}`)
 	e.call(t, "POST", "/notes/1/Shout/?user=alice", "").want(t, 202, `{"id":1,"text":"HI","owner":"alice"}`)
-	e.call(t, "GET", "/notes/?user=mallory", "").want(t, 401, `{"detail":"Authentication credentials were not provided."}`)
+	// The authenticator's refusal gives its reason, with WWW-Authenticate.
+	r = e.call(t, "GET", "/notes/?user=mallory", "")
+	r.want(t, 401, `{"detail":"no"}`)
+	if r.header.Get("WWW-Authenticate") != `Bearer realm="api"` {
+		t.Errorf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+	}
 }
 
 func TestREST_BodyLimit(t *testing.T) {

@@ -150,11 +150,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	user, err := h.cfg.Authenticator.Authenticate(r)
 	if err != nil {
-		if streamapi.ErrorCode(err) == streamapi.EINTERNAL {
-			h.error(w, r, err, nil) // logged, 500
-			return
+		if streamapi.ErrorCode(err) != streamapi.EUNAUTHORIZED {
+			err = fmt.Errorf("authenticate: %w", err) // logged, 500
 		}
-		h.error(w, r, streamapi.PermissionDenied(nil), nil)
+		h.error(w, r, err, nil) // 401 with the authenticator's reason ("Invalid token.")
 		return
 	}
 	// Resources find the user in the context too (Defaults, Validate), as
@@ -447,7 +446,12 @@ func (h *Handler) error(w http.ResponseWriter, r *http.Request, err error, allow
 		h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		body = detail(textInternal)
 	case code == streamapi.EUNAUTHORIZED:
+		// As DRF's token authentication: say how to authenticate.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="api"`)
 		body = detail(textUnauthorized)
+		if e != nil && e.Message != "" && e.Message != streamapi.PermissionDenied(nil).Message {
+			body = detail(e.Message)
+		}
 	case code == streamapi.EFORBIDDEN:
 		body = detail(textForbidden)
 	case code == streamapi.EUNKNOWNACTION:

@@ -18,10 +18,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/cors"
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
 	"github.com/streamapi/streamapi/internal/debugger"
@@ -59,6 +63,18 @@ type Config struct {
 	ChangeLog streamapi.ChangeLog
 	// Log tunes the use of ChangeLog; zero fields take the defaults.
 	Log LogOptions
+	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
+	// may open the WebSocket, besides the server's own host. A handshake
+	// whose Origin is neither is refused with 403: a page on another site
+	// cannot ride a user's cookies into the socket (cross-site WebSocket
+	// hijacking). "*" allows any origin. Clients that send no Origin
+	// (programs, not browsers) are not checked.
+	AllowedOrigins []string
+	// CORSOrigins lists the origins whose pages may call the REST surface
+	// from a browser (rs/cors answers the preflight). Empty sends no CORS
+	// headers: no cross-origin REST calls. "*" allows any origin without
+	// credentials.
+	CORSOrigins []string
 	// Debug serves the debugger page from Handler at /channels-api/.
 	Debug bool
 	// Logger receives the server's logs; nil uses slog.Default().
@@ -191,7 +207,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.feed != nil {
 		s.feed.Start(ctx)
 	}
-	s.up = conn.NewUpgrader(mux.New(byStream, s.hub, s.feed, log), conn.Options{
+	m := mux.New(byStream, s.hub, s.feed, log)
+	if v, ok := cfg.Authenticator.(streamapi.TokenVerifier); ok {
+		m.SetVerifier(v)
+	}
+	s.up = conn.NewUpgrader(m, conn.Options{
 		MaxFrameBytes: cfg.Conn.MaxFrameBytes,
 		MaxQueue:      cfg.Conn.MaxQueue,
 		Rate:          cfg.Conn.Rate,
@@ -214,6 +234,10 @@ func (s *Server) unsubscribe() {
 // Authenticator sees the handshake request; its error refuses the
 // handshake with 401.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		http.Error(w, "Origin not allowed.", http.StatusForbidden)
+		return
+	}
 	user, err := s.cfg.Authenticator.Authenticate(r)
 	if err != nil {
 		http.Error(w, "Authentication failed.", http.StatusUnauthorized)
@@ -222,6 +246,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.up.Accept(w, r, user); err != nil && !errors.Is(err, conn.ErrDraining) {
 		s.log.DebugContext(r.Context(), "websocket handshake failed", "remote", r.RemoteAddr, "err", err)
 	}
+}
+
+// originAllowed checks a handshake's Origin: absent, the server's own
+// host, or listed in AllowedOrigins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	return false
 }
 
 // Debugger returns the debugger page, connecting to socketPath.
@@ -241,7 +287,17 @@ func (s *Server) REST() http.Handler { return s.rest }
 func (s *Server) Handler() http.Handler {
 	m := http.NewServeMux()
 	m.Handle("/ws", s)
-	m.Handle("/api/", http.StripPrefix("/api", s.rest))
+	var api http.Handler = s.rest
+	if len(s.cfg.CORSOrigins) > 0 {
+		api = cors.New(cors.Options{
+			AllowedOrigins:   s.cfg.CORSOrigins,
+			AllowedMethods:   []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete},
+			AllowedHeaders:   []string{"Authorization", "Content-Type"},
+			AllowCredentials: !slices.Contains(s.cfg.CORSOrigins, "*"),
+			MaxAge:           600,
+		}).Handler(api)
+	}
+	m.Handle("/api/", http.StripPrefix("/api", api))
 	m.Handle("/api", http.RedirectHandler("/api/", http.StatusMovedPermanently))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() {

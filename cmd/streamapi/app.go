@@ -13,6 +13,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/auth/jwtauth"
 	"github.com/streamapi/streamapi/examples/polls"
 	"github.com/streamapi/streamapi/server"
 	"github.com/streamapi/streamapi/store/sqlstore"
@@ -20,17 +21,20 @@ import (
 
 // Flags are the command's settings; each has an environment variable.
 type Flags struct {
-	Addr          string        `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
-	DB            string        `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=disable."`
-	Broker        string        `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process), redis://HOST:PORT, nats://HOST:PORT."`
-	BrokerPrefix  string        `env:"STREAMAPI_BROKER_PREFIX" help:"Channel (Redis) or subject (NATS) prefix, to keep deployments sharing a broker apart (default streamapi: / streamapi.)."`
-	Retention     time.Duration `name:"change-retention" default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
-	PollInterval  time.Duration `name:"change-poll" default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
-	NoChangeLog   bool          `env:"STREAMAPI_NO_CHANGE_LOG" help:"Turn the change log (outbox) off: no seq, no resume, and a crash between commit and publish loses events."`
-	PageSize      int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
-	Debug         bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
-	MaxFrameBytes int           `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
-	LogLevel      string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	Addr           string        `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
+	DB             string        `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=disable."`
+	Broker         string        `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process), redis://HOST:PORT, nats://HOST:PORT."`
+	BrokerPrefix   string        `env:"STREAMAPI_BROKER_PREFIX" help:"Channel (Redis) or subject (NATS) prefix, to keep deployments sharing a broker apart (default streamapi: / streamapi.)."`
+	Retention      time.Duration `name:"change-retention" default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
+	PollInterval   time.Duration `name:"change-poll" default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
+	NoChangeLog    bool          `env:"STREAMAPI_NO_CHANGE_LOG" help:"Turn the change log (outbox) off: no seq, no resume, and a crash between commit and publish loses events."`
+	PageSize       int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
+	Debug          bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
+	MaxFrameBytes  int           `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
+	LogLevel       string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
+	JWTSecret      string        `name:"jwt-secret" env:"STREAMAPI_JWT_SECRET" help:"Accept HS256 JWT bearer tokens signed with this secret (32 bytes or more); without it everyone is anonymous. With --debug, a token for the user \"demo\" is printed at start."`
+	AllowedOrigins []string      `env:"STREAMAPI_ALLOWED_ORIGINS" help:"Origins (scheme://host[:port]) whose pages may open the WebSocket besides this server's own; * for any."`
+	CORSOrigins    []string      `name:"cors-origins" env:"STREAMAPI_CORS_ORIGINS" help:"Origins whose pages may call the REST API from a browser (CORS); none by default."`
 }
 
 // Main is the program: ParseFlags, Run, then Close.
@@ -115,15 +119,33 @@ func (m *Main) Run(ctx context.Context) error {
 	if !m.Flags.NoChangeLog {
 		changeLog = m.db
 	}
+	var authn streamapi.Authenticator
+	if m.Flags.JWTSecret != "" {
+		a, err := jwtauth.New(jwtauth.Config{Secret: []byte(m.Flags.JWTSecret)})
+		if err != nil {
+			return err
+		}
+		authn = a
+		if m.Flags.Debug {
+			demo, err := jwtauth.Sign([]byte(m.Flags.JWTSecret), "demo", 24*time.Hour)
+			if err != nil {
+				return err
+			}
+			m.log.Info("development token for the user demo, valid 24 h (Authorization: Bearer, ?token=, or the subprotocols [\"bearer\", TOKEN])", "token", demo)
+		}
+	}
 	m.api, err = server.New(ctx, server.Config{
-		Resources: app.Resources(),
-		Broker:    m.broker,
-		ChangeLog: changeLog,
-		Log:       server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
-		PageSize:  m.Flags.PageSize,
-		Debug:     m.Flags.Debug,
-		Conn:      server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes},
-		Logger:    m.log,
+		Authenticator:  authn,
+		AllowedOrigins: m.Flags.AllowedOrigins,
+		CORSOrigins:    m.Flags.CORSOrigins,
+		Resources:      app.Resources(),
+		Broker:         m.broker,
+		ChangeLog:      changeLog,
+		Log:            server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
+		PageSize:       m.Flags.PageSize,
+		Debug:          m.Flags.Debug,
+		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes},
+		Logger:         m.log,
 	})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,6 +94,7 @@ type Upgrader struct {
 	opts     Options
 	h        Handler
 	upgrader *gws.Upgrader
+	bearer   *gws.Upgrader // for handshakes offering the "bearer" subprotocol
 
 	mu       sync.Mutex
 	conns    map[*Conn]struct{}
@@ -110,13 +112,37 @@ const sessionKey = "c"
 func NewUpgrader(h Handler, opts Options) *Upgrader {
 	u := &Upgrader{opts: opts.withDefaults(), h: h, conns: make(map[*Conn]struct{}),
 		stop: make(chan struct{}), stopped: make(chan struct{})}
-	u.upgrader = gws.NewUpgrader(u, &gws.ServerOption{
-		ReadMaxPayloadSize: u.opts.MaxFrameBytes,
-		CheckUtf8Enabled:   true,
-		ReadBufferSize:     2048,
-		WriteBufferSize:    2048,
-	})
+	opt := func(protocols []string) *gws.ServerOption {
+		return &gws.ServerOption{
+			ReadMaxPayloadSize: u.opts.MaxFrameBytes,
+			CheckUtf8Enabled:   true,
+			ReadBufferSize:     2048,
+			WriteBufferSize:    2048,
+			SubProtocols:       protocols,
+		}
+	}
+	u.upgrader = gws.NewUpgrader(u, opt(nil))
+	// A browser that sends its token as the subprotocols ["bearer", TOKEN]
+	// needs "bearer" echoed back, or it drops the socket; gws refuses a
+	// handshake that offers none of its SubProtocols, hence two upgraders.
+	u.bearer = gws.NewUpgrader(u, opt([]string{BearerProtocol}))
 	return u
+}
+
+// BearerProtocol is the subprotocol a client offers, followed by its
+// token, to authenticate a handshake without the token in the URL.
+const BearerProtocol = "bearer"
+
+// offers reports whether the handshake offers subprotocol p.
+func offers(r *http.Request, p string) bool {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, x := range strings.Split(h, ",") {
+			if strings.TrimSpace(x) == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ErrDraining is returned by Accept during Shutdown.
@@ -133,12 +159,17 @@ func (u *Upgrader) Accept(w http.ResponseWriter, r *http.Request, user *streamap
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return ErrDraining
 	}
-	ws, err := u.upgrader.Upgrade(w, r)
+	up := u.upgrader
+	if offers(r, BearerProtocol) {
+		up = u.bearer
+	}
+	ws, err := up.Upgrade(w, r)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(streamapi.WithUser(context.WithoutCancel(r.Context()), user))
-	c := &Conn{ws: ws, u: u, user: user, ctx: ctx, cancel: cancel}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	c := &Conn{ws: ws, u: u, ctx: ctx, cancel: cancel}
+	c.SetUser(user)
 	if u.opts.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(u.opts.Rate), u.opts.Burst)
 	}
@@ -245,6 +276,10 @@ func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
 	c.mu.Lock()
 	c.closed = true
 	c.queue = nil
+	if c.expiry != nil {
+		c.expiry.Stop() // no timer outlives its connection
+		c.expiry = nil
+	}
 	c.mu.Unlock()
 	u.mu.Lock()
 	delete(u.conns, c)
@@ -304,7 +339,8 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 type Conn struct {
 	ws      *gws.Conn
 	u       *Upgrader
-	user    *streamapi.User
+	user    atomic.Pointer[streamapi.User]
+	expiry  *time.Timer // closes the connection when the user's credentials expire
 	ctx     context.Context
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
@@ -327,7 +363,33 @@ func (c *Conn) seen() { c.lastSeen.Store(time.Now().UnixNano()) }
 var _ streamapi.Peer = (*Conn)(nil)
 
 // User returns the authenticated user, nil for anonymous.
-func (c *Conn) User() *streamapi.User { return c.user }
+func (c *Conn) User() *streamapi.User { return c.user.Load() }
+
+// CloseTokenExpired is the close code of a connection whose user's
+// credentials expired without being renewed (as graphql-ws's 4401).
+const CloseTokenExpired = 4401
+
+// SetUser makes u the connection's user (an in-band "authenticate" renews
+// it). When u's credentials expire, the connection closes with 4401
+// "token expired" unless SetUser is called again before.
+func (c *Conn) SetUser(u *streamapi.User) {
+	c.user.Store(u)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiry != nil {
+		c.expiry.Stop()
+		c.expiry = nil
+	}
+	if u == nil || u.Expires.IsZero() || c.closed {
+		return
+	}
+	c.expiry = time.AfterFunc(time.Until(u.Expires), func() {
+		if c.User() == u { // not renewed meanwhile
+			c.u.h.Closed(c) // its subscriptions go at once
+			c.closeNow(CloseTokenExpired, "token expired")
+		}
+	})
+}
 
 // Sent returns the number of frames written so far.
 func (c *Conn) Sent() uint64 { return c.sent.Load() }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
@@ -22,6 +23,7 @@ type Mux struct {
 	resources map[string]streamapi.Resource
 	hub       *hub.Hub
 	feed      *feed.Feed // nil without a change log: no seq, no resume
+	verifier  streamapi.TokenVerifier
 	log       *slog.Logger
 }
 
@@ -37,10 +39,17 @@ func New(resources map[string]streamapi.Resource, h *hub.Hub, f *feed.Feed, log 
 	return &Mux{resources: resources, hub: h, feed: f, log: log}
 }
 
-// Peer is what the mux needs of a connection: a peer that knows its user.
+// SetVerifier lets clients renew their credentials in-band with the
+// "authenticate" action (the server's authenticator, when it takes
+// tokens).
+func (m *Mux) SetVerifier(v streamapi.TokenVerifier) { m.verifier = v }
+
+// Peer is what the mux needs of a connection: a peer that knows its user
+// and can have it renewed.
 type Peer interface {
 	streamapi.Peer
 	User() *streamapi.User
+	SetUser(u *streamapi.User)
 }
 
 // HandleFrame implements conn.Handler.
@@ -55,9 +64,13 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	req, err := wire.DecodeRequest(frame)
 	after := nothing
 	var rep streamapi.Reply
+	// The user of this frame: renewed in-band, so read per frame.
+	ctx = streamapi.WithUser(ctx, p.User())
 	switch {
 	case err != nil:
 		rep = streamapi.Reply{Err: err}
+	case req.Action == ActionAuthenticate:
+		rep = m.authenticate(p, &req)
 	case m.resources[req.Stream] == nil:
 		rep = streamapi.Reply{Err: streamapi.Errorf(streamapi.ENOTFOUND, "Unknown stream %q.", req.Stream)}
 	default:
@@ -88,6 +101,43 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 // then is what a subscription action does once its reply is queued (sent)
 // or could not be (a subscription then takes no effect).
 type then func(sent bool)
+
+// ActionAuthenticate renews a connection's credentials in-band, on any
+// stream: data {"token": "..."}. docs/auth.md.
+const ActionAuthenticate = "authenticate"
+
+// authenticate verifies a fresh token with the server's authenticator and
+// makes its user the connection's. A refused token leaves the connection's
+// user as it was.
+func (m *Mux) authenticate(p Peer, req *streamapi.Request) streamapi.Reply {
+	if m.verifier == nil {
+		return streamapi.Reply{Err: streamapi.Errorf(streamapi.EUNKNOWNACTION, "This server does not take tokens.")}
+	}
+	var data struct {
+		Token string `json:"token"`
+	}
+	if len(req.Data) > 0 {
+		_ = json.Unmarshal(req.Data, &data)
+	}
+	if data.Token == "" {
+		return invalidField("token", "This field is required.")
+	}
+	u, err := m.verifier.Verify(data.Token)
+	if err != nil {
+		return streamapi.Reply{Err: err}
+	}
+	if old := p.User(); old.Authenticated() && old.ID != u.ID {
+		// A connection's identity does not change: its subscriptions were
+		// granted to the first user.
+		return streamapi.Reply{Err: streamapi.Errorf(streamapi.EFORBIDDEN, "The token is for another user.")}
+	}
+	p.SetUser(u)
+	out := map[string]any{"user": u.ID}
+	if !u.Expires.IsZero() {
+		out["expires"] = u.Expires.UTC().Format(time.RFC3339)
+	}
+	return streamapi.Reply{Status: 200, Data: out}
+}
 
 // Closed implements conn.Handler: a closed connection's subscriptions go.
 func (m *Mux) Closed(c *conn.Conn) { m.hub.Drop(c) }

@@ -64,7 +64,8 @@ func (p *peer) Send(f streamapi.Frame) {
 	p.frames = append(p.frames, string(f.Bytes()))
 	p.subsAt = append(p.subsAt, p.h.Subscriptions(p))
 }
-func (p *peer) User() *streamapi.User { return nil }
+func (p *peer) User() *streamapi.User   { return nil }
+func (p *peer) SetUser(*streamapi.User) {}
 
 func setup(rep streamapi.Reply) (*mux.Mux, *hub.Hub, *peer, *fakeResource, *bytes.Buffer) {
 	var logs bytes.Buffer
