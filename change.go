@@ -23,6 +23,10 @@ type Change struct {
 	// Data is the serialized object: after the change, or as it was before
 	// a delete.
 	Data json.RawMessage `json:"data"`
+	// Before is the object as it was before an update (nil for creates
+	// and deletes, whose Data says it all): with Data, it tells whether a
+	// change moved the object into or out of what a user may see.
+	Before json.RawMessage `json:"before,omitempty"`
 	// Seq numbers the model's changes in commit order, from 1, with no gap,
 	// when the store keeps a change log (ChangeLog); 0 otherwise. Events
 	// carry it so that clients can resume after it.

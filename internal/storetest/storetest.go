@@ -255,6 +255,14 @@ func Run(t *testing.T, open Factory) {
 		if deleted.Name != "a" || deleted.Size != 2 {
 			t.Errorf("delete carries %+v, want the object as it was", deleted)
 		}
+		// An update carries the object as it was before, too.
+		var before Widget
+		if err := json.Unmarshal(got[1].Before, &before); err != nil || before.Size != 1 || before.ID != w.ID {
+			t.Errorf("update's Before %s, want the object with size 1", got[1].Before)
+		}
+		if got[0].Before != nil || got[2].Before != nil {
+			t.Errorf("create and delete carry a Before: %s, %s", got[0].Before, got[2].Before)
+		}
 	})
 
 	t.Run("TxCommitPublishesAfterCommitInOrder", func(t *testing.T) {
@@ -405,7 +413,7 @@ func RunChangeLog(t *testing.T, open Factory) {
 		}
 		for i := range logged {
 			l, p := logged[i], published[i]
-			if l.Model != p.Model || l.Seq != p.Seq || l.Action != p.Action || string(l.PK) != string(p.PK) || string(l.Data) != string(p.Data) {
+			if l.Model != p.Model || l.Seq != p.Seq || l.Action != p.Action || string(l.PK) != string(p.PK) || string(l.Data) != string(p.Data) || string(l.Before) != string(p.Before) {
 				t.Fatalf("change %d: logged %+v, published %+v", i, l, p)
 			}
 		}

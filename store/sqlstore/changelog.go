@@ -39,6 +39,7 @@ var sqliteSchema = []string{
 	data TEXT NOT NULL,
 	kind TEXT NOT NULL DEFAULT 'api',
 	at INTEGER NOT NULL,
+	prior TEXT,
 	PRIMARY KEY (model, seq)
 ) WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS streamapi_changes_at ON streamapi_changes (at)`,
@@ -47,13 +48,14 @@ var sqliteSchema = []string{
 // changeRow is one row of streamapi_changes.
 type changeRow struct {
 	bun.BaseModel `bun:"table:streamapi_changes"`
-	Model         string `bun:"model,pk"`
-	Seq           int64  `bun:"seq,pk"`
-	Action        string `bun:"action"`
-	PK            string `bun:"pk"`
-	Data          string `bun:"data"`
-	Kind          string `bun:"kind"`
-	At            int64  `bun:"at"` // unix microseconds
+	Model         string  `bun:"model,pk"`
+	Seq           int64   `bun:"seq,pk"`
+	Action        string  `bun:"action"`
+	PK            string  `bun:"pk"`
+	Data          string  `bun:"data"`
+	Kind          string  `bun:"kind"`
+	At            int64   `bun:"at"`    // unix microseconds
+	Prior         *string `bun:"prior"` // an update's object before it
 }
 
 // logChanges numbers the transaction's changes and writes them to the
@@ -79,8 +81,8 @@ func (st *txState) logChanges(ctx context.Context) error {
 // sqliteLogInsert numbers and writes one change in one statement: the
 // transaction holds SQLite's only write lock, so MAX(seq)+1 is the next
 // number, and the trim always keeps each model's newest row.
-const sqliteLogInsert = `INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at)
-SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, 'api', ? FROM streamapi_changes WHERE model = ?
+const sqliteLogInsert = `INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at, prior)
+SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, 'api', ?, ? FROM streamapi_changes WHERE model = ?
 RETURNING seq`
 
 func (st *txState) logSQLite(ctx context.Context) error {
@@ -90,7 +92,7 @@ func (st *txState) logSQLite(ctx context.Context) error {
 	stmt := st.tx.StmtContext(ctx, st.db.logStmt)
 	for i := range st.changes {
 		c := &st.changes[i]
-		row := stmt.QueryRowContext(ctx, c.Model, c.Action, string(c.PK), string(c.Data), now, c.Model)
+		row := stmt.QueryRowContext(ctx, c.Model, c.Action, string(c.PK), string(c.Data), now, prior(c.Before), c.Model)
 		if err := row.Scan(&c.Seq); err != nil {
 			return fmt.Errorf("change log: write %s: %w", c.Model, err)
 		}
@@ -106,9 +108,9 @@ const pgLogInsert = `WITH s AS (
 	ON CONFLICT (model) DO UPDATE SET seq = q.seq + excluded.seq
 	RETURNING seq
 )
-INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at)
-SELECT $1, s.seq - $2 + v.ord, v.action, v.pk, v.data, 'api', $3
-FROM s, unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS v(action, pk, data, ord)
+INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at, prior)
+SELECT $1, s.seq - $2 + v.ord, v.action, v.pk, v.data, 'api', $3, v.prior
+FROM s, unnest($4::text[], $5::text[], $6::text[], $7::text[]) WITH ORDINALITY AS v(action, pk, data, prior, ord)
 RETURNING seq`
 
 // logPostgres numbers and writes the changes, model by model in name order
@@ -126,15 +128,15 @@ func (st *txState) logPostgres(ctx context.Context) error {
 	now := time.Now().UnixMicro()
 	for _, m := range models {
 		idx := byModel[m]
-		actions, pks, datas := make([]string, len(idx)), make([]string, len(idx)), make([]string, len(idx))
+		actions, pks, datas, priors := make([]string, len(idx)), make([]string, len(idx)), make([]string, len(idx)), make([]*string, len(idx))
 		for j, i := range idx {
 			c := &st.changes[i]
-			actions[j], pks[j], datas[j] = c.Action, string(c.PK), string(c.Data)
+			actions[j], pks[j], datas[j], priors[j] = c.Action, string(c.PK), string(c.Data), prior(c.Before)
 		}
 		var last int64
 		// ORDINALITY numbers the rows 1..n; the statement returns them
 		// in any order, so take the highest.
-		rows, err := st.tx.Tx.QueryContext(ctx, pgLogInsert, m, len(idx), now, actions, pks, datas)
+		rows, err := st.tx.Tx.QueryContext(ctx, pgLogInsert, m, len(idx), now, actions, pks, datas, priors)
 		if err != nil {
 			return fmt.Errorf("change log: write %s: %w", m, err)
 		}
@@ -160,6 +162,15 @@ func (st *txState) logPostgres(ctx context.Context) error {
 	return nil
 }
 
+// prior is an update's Before for the log's prior column: NULL when none.
+func prior(b json.RawMessage) *string {
+	if len(b) == 0 {
+		return nil
+	}
+	s := string(b)
+	return &s
+}
+
 // ChangesAfter implements streamapi.ChangeLog.
 func (db *DB) ChangesAfter(ctx context.Context, model string, after int64, limit int) ([]streamapi.Change, error) {
 	if !db.changeLog {
@@ -178,6 +189,9 @@ func (db *DB) ChangesAfter(ctx context.Context, model string, after int64, limit
 	out := make([]streamapi.Change, 0, len(rows))
 	for _, r := range rows {
 		c := streamapi.Change{Model: r.Model, Seq: r.Seq, Action: r.Action, PK: json.RawMessage(r.PK), Data: json.RawMessage(r.Data)}
+		if r.Prior != nil {
+			c.Before = json.RawMessage(*r.Prior)
+		}
 		if r.Kind == "row" {
 			if err := db.fromRow(&c); err != nil {
 				// Never the raw row: it may hold columns the resource
@@ -280,9 +294,27 @@ func (db *DB) fromRow(c *streamapi.Change) error {
 	if t == nil {
 		return fmt.Errorf("no table is registered for model %s", c.Model)
 	}
+	if len(c.Before) > 0 {
+		b, _, err := t.rowJSON(c.Before)
+		if err != nil {
+			return fmt.Errorf("row before: %w", err)
+		}
+		c.Before = b
+	}
+	data, pk, err := t.rowJSON(c.Data)
+	if err != nil {
+		return err
+	}
+	c.Data, c.PK = data, pk
+	return nil
+}
+
+// rowJSON turns a row as JSON keyed by column into the model's JSON and
+// its canonical pk.
+func (t *table) rowJSON(row json.RawMessage) (json.RawMessage, json.RawMessage, error) {
 	var cols map[string]json.RawMessage
-	if err := json.Unmarshal(c.Data, &cols); err != nil {
-		return fmt.Errorf("row data: %w", err)
+	if err := json.Unmarshal(row, &cols); err != nil {
+		return nil, nil, fmt.Errorf("row data: %w", err)
 	}
 	v := reflect.New(t.typ)
 	for _, f := range t.meta.Fields {
@@ -302,14 +334,12 @@ func (db *DB) fromRow(c *streamapi.Change) error {
 			src = s
 		}
 		if err := f.ScanValue(v.Elem(), src); err != nil {
-			return fmt.Errorf("column %s: %w", f.Name, err)
+			return nil, nil, fmt.Errorf("column %s: %w", f.Name, err)
 		}
 	}
 	data, err := json.Marshal(v.Interface())
 	if err != nil {
-		return fmt.Errorf("encode: %w", err)
+		return nil, nil, fmt.Errorf("encode: %w", err)
 	}
-	c.Data = data
-	c.PK = streamapi.EncodePK(v.Elem().FieldByIndex(t.pk.Index).Interface())
-	return nil
+	return data, streamapi.EncodePK(v.Elem().FieldByIndex(t.pk.Index).Interface()), nil
 }

@@ -131,6 +131,16 @@ func (db *DB) initChangeLog(ctx context.Context) error {
 			return err
 		}
 	}
+	// A log made before updates kept their prior object gains the column.
+	var n int
+	if err := db.w.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_table_info('streamapi_changes') WHERE name = 'prior'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := db.w.ExecContext(ctx, `ALTER TABLE streamapi_changes ADD COLUMN prior TEXT`); err != nil {
+			return err
+		}
+	}
 	var err error
 	db.logStmt, err = db.w.DB.PrepareContext(ctx, sqliteLogInsert)
 	return err

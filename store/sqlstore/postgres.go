@@ -33,8 +33,10 @@ var pgSchema = []string{
 	data text NOT NULL,
 	kind text NOT NULL DEFAULT 'api',
 	at bigint NOT NULL,
+	prior text,
 	PRIMARY KEY (model, seq)
 )`,
+	`ALTER TABLE streamapi_changes ADD COLUMN IF NOT EXISTS prior text`,
 	`CREATE INDEX IF NOT EXISTS streamapi_changes_at ON streamapi_changes (at)`,
 	// The trigger function: one change-log row per written row, numbered
 	// like the store's own, then NOTIFY. It skips the store's own writes
@@ -46,6 +48,7 @@ DECLARE
 	m text := TG_ARGV[0];
 	pkcol text := TG_ARGV[1];
 	r jsonb;
+	old_row jsonb;
 	act text;
 	s bigint;
 BEGIN
@@ -55,16 +58,16 @@ BEGIN
 	IF TG_OP = 'DELETE' THEN
 		r := to_jsonb(OLD); act := 'delete';
 	ELSIF TG_OP = 'UPDATE' THEN
-		r := to_jsonb(NEW); act := 'update';
+		r := to_jsonb(NEW); old_row := to_jsonb(OLD); act := 'update';
 	ELSE
 		r := to_jsonb(NEW); act := 'create';
 	END IF;
 	INSERT INTO streamapi_seq AS q (model, seq) VALUES (m, 1)
 		ON CONFLICT (model) DO UPDATE SET seq = q.seq + 1
 		RETURNING q.seq INTO s;
-	INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at)
+	INSERT INTO streamapi_changes (model, seq, action, pk, data, kind, at, prior)
 		VALUES (m, s, act, (r -> pkcol)::text, r::text, 'row',
-			(extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+			(extract(epoch FROM clock_timestamp()) * 1000000)::bigint, old_row::text);
 	PERFORM pg_notify('streamapi_changes', m);
 	RETURN NULL;
 END $$`,

@@ -101,6 +101,9 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 		if err := json.Unmarshal(c.Data, &data); err != nil {
 			t.Fatalf("change %d data %s: %v", i, c.Data, err)
 		}
+		if w.action == "update" && !strings.Contains(string(c.Before), `"text":"mine"`) {
+			t.Errorf("the trigger's update carries Before %s, want the row as it was, in the resource's JSON", c.Before)
+		}
 		if c.Seq != int64(i+1) || c.Action != w.action || string(c.PK) != w.pk || !equalJSON(data, w.data) {
 			t.Errorf("change %d: seq %d %s pk %s %s; want seq %d %s pk %s %v", i, c.Seq, c.Action, c.PK, c.Data, i+1, w.action, w.pk, w.data)
 		}

@@ -129,6 +129,24 @@ func (t *table) write(ctx context.Context, action string, obj any, exec func(bun
 	}
 	return t.db.Tx(ctx, func(ctx context.Context) error {
 		st := t.db.txFrom(ctx)
+		var before json.RawMessage
+		if action == streamapi.ChangeUpdate {
+			// The row as it was, in the transaction (and locked on
+			// PostgreSQL): events need it to tell visibility changes.
+			old := reflect.New(t.typ)
+			old.Elem().FieldByIndex(t.pk.Index).Set(v.Elem().FieldByIndex(t.pk.Index))
+			sel := st.tx.NewSelect().Model(old.Interface()).WherePK()
+			if t.db.dialect == "postgres" {
+				sel = sel.For("UPDATE")
+			}
+			if err := sel.Scan(ctx); err != nil {
+				return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
+			}
+			var err error
+			if before, err = json.Marshal(old.Interface()); err != nil {
+				return fmt.Errorf("%s %s: encode: %w", action, t.label, err)
+			}
+		}
 		res, err := exec(st.tx)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
@@ -146,6 +164,7 @@ func (t *table) write(ctx context.Context, action string, obj any, exec func(bun
 			Action: action,
 			PK:     streamapi.EncodePK(pk),
 			Data:   data,
+			Before: before,
 		})
 		return nil
 	})
