@@ -57,3 +57,46 @@ func (f Frame) Bytes() []byte {
 type Peer interface {
 	Send(f Frame)
 }
+
+// Visibility tells, for one change, whether a user could see its object
+// before the change and can after it.
+type Visibility func(u *User) (before, after bool)
+
+// Scoper is implemented by resources that restrict which objects a user
+// sees (a scope, the counterpart of DRF's per-user get_queryset). The
+// fan-out asks it once per change, then per user, in memory.
+type Scoper interface {
+	// Scoped reports whether the resource has a scope at all.
+	Scoped() bool
+	// Visibility evaluates the scope against c's object before and after.
+	Visibility(c *Change) Visibility
+}
+
+// AsSeen returns c as a user who could see its object before it (before)
+// and can after it (after) is told of it, following the original's group
+// logic: an update that brings the object into view is a create, one that
+// takes it out of view is a delete (carrying the object as the user last
+// saw it), and a change the user never sees is nothing (ok false).
+func AsSeen(c Change, before, after bool) (Change, bool) {
+	switch c.Action {
+	case ChangeCreate:
+		return c, after
+	case ChangeDelete:
+		return c, before
+	}
+	switch {
+	case before && after:
+		return c, true
+	case after:
+		c.Action, c.Before = ChangeCreate, nil
+		return c, true
+	case before:
+		c.Action = ChangeDelete
+		if len(c.Before) > 0 {
+			c.Data = c.Before
+		}
+		c.Before = nil
+		return c, true
+	}
+	return c, false
+}

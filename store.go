@@ -88,8 +88,8 @@ const (
 	LookupIsNull     = "isnull"
 )
 
-// Cond is one condition on a column, or, when Any is set, the condition
-// that at least one of Any holds.
+// Cond is one condition on a column; or, when Any is set, the condition
+// that at least one of Any holds; or, when All is set, that all of All do.
 type Cond struct {
 	Column string
 	Lookup string
@@ -97,6 +97,7 @@ type Cond struct {
 	// field): a []any of them for LookupIn, a bool for LookupIsNull.
 	Value any
 	Any   []Cond
+	All   []Cond
 }
 
 // Order is one sort key.

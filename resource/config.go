@@ -43,6 +43,15 @@ type Config[T any] struct {
 	// Search lists the text fields ?search= looks in.
 	Search []string
 
+	// Scope restricts which objects a user sees, the counterpart of DRF's
+	// per-user get_queryset: list, retrieve, update, patch, delete, custom
+	// detail actions and subscriptions all apply it, and an object outside
+	// it is 404, as one that does not exist. It returns a condition in the
+	// list query language (Where, And, Or, All, Nothing), evaluated in SQL
+	// for lists and in memory for events, so it must be a pure function of
+	// the user (no I/O). Nil: everyone sees everything. docs/auth.md.
+	Scope func(u *streamapi.User) Q
+
 	// Defaults fills in default values of a new object before the request's
 	// data is applied.
 	Defaults func(ctx context.Context, obj *T)

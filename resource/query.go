@@ -498,6 +498,14 @@ func (r *Resource[T]) Match(obj *T, conds []streamapi.Cond) bool {
 }
 
 func (r *Resource[T]) match(v reflect.Value, c streamapi.Cond) bool {
+	if len(c.All) > 0 {
+		for _, sub := range c.All {
+			if !r.match(v, sub) {
+				return false
+			}
+		}
+		return true
+	}
 	if len(c.Any) > 0 {
 		for _, sub := range c.Any {
 			if r.match(v, sub) {
@@ -512,6 +520,9 @@ func (r *Resource[T]) match(v reflect.Value, c streamapi.Cond) bool {
 			qf = f
 			break
 		}
+	}
+	if qf == nil && r.pkField.column == c.Column {
+		qf = r.pkField
 	}
 	if qf == nil {
 		return false

@@ -197,7 +197,20 @@ func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, quer
 	if err != nil {
 		return streamapi.Page{}, err
 	}
+	if err := r.applyScope(lq, req.User); err != nil {
+		return streamapi.Page{}, err
+	}
 	return r.listPage(ctx, lq)
+}
+
+// applyScope adds u's scope to a list's conditions.
+func (r *Resource[T]) applyScope(lq *listQuery, u *streamapi.User) error {
+	conds, err := r.scopeFor(u)
+	if err != nil {
+		return err
+	}
+	lq.q.Where = append(lq.q.Where, conds...)
+	return nil
 }
 
 // listPage runs a parsed list: one page by number (with the count) or by
@@ -310,9 +323,10 @@ func (r *Resource[T]) ParsePK(raw json.RawMessage) (any, error) {
 	return nil, fmt.Errorf("resource %s: unsupported primary key type %s", r.cfg.Stream, typ)
 }
 
-// Exists reports whether the object with key pk exists.
+// Exists reports whether the object with key pk exists and the context's
+// user (streamapi.UserFrom) may see it.
 func (r *Resource[T]) Exists(ctx context.Context, pk any) (bool, error) {
-	_, err := r.Get(ctx, pk)
+	_, err := r.getVisible(ctx, streamapi.UserFrom(ctx), pk)
 	if streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
 		return false, nil
 	}
@@ -342,13 +356,18 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		obj, err := r.create(ctx, req.Data)
 		return reply(obj, 201, err)
 	case streamapi.ActionRetrieve:
-		obj, err := r.Get(ctx, pk)
+		obj, err := r.getVisible(ctx, req.User, pk)
 		return reply(obj, 200, err)
 	case streamapi.ActionUpdate, streamapi.ActionPatch:
-		obj, err := r.change(ctx, pk, req.Data, req.Action)
+		obj, err := r.change(ctx, req.User, pk, req.Data, req.Action)
 		return reply(obj, 200, err)
 	case streamapi.ActionDelete:
-		err := r.Delete(ctx, pk)
+		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+			if _, err := r.getVisible(ctx, req.User, pk); err != nil {
+				return err
+			}
+			return r.Delete(ctx, pk)
+		})
 		return reply(struct{}{}, 200, err)
 	case streamapi.ActionList:
 		return r.serveList(ctx, req)
@@ -357,7 +376,7 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		var data any
 		var status int
 		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-			obj, err := r.Get(ctx, pk)
+			obj, err := r.getVisible(ctx, req.User, pk)
 			if err != nil {
 				return err
 			}
@@ -394,6 +413,9 @@ func (r *Resource[T]) serveList(ctx context.Context, req *streamapi.Request) str
 	}
 	lq, err := r.parse(p)
 	if err != nil {
+		return streamapi.Reply{Err: err}
+	}
+	if err := r.applyScope(lq, req.User); err != nil {
 		return streamapi.Reply{Err: err}
 	}
 	page, err := r.listPage(ctx, lq)
@@ -443,11 +465,11 @@ func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, err
 
 // change applies data to the stored object in one transaction: all
 // required fields for update, only those sent for patch.
-func (r *Resource[T]) change(ctx context.Context, pk any, data json.RawMessage, action string) (*T, error) {
+func (r *Resource[T]) change(ctx context.Context, u *streamapi.User, pk any, data json.RawMessage, action string) (*T, error) {
 	var obj *T
 	err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
 		var err error
-		if obj, err = r.Get(ctx, pk); err != nil {
+		if obj, err = r.getVisible(ctx, u, pk); err != nil {
 			return err
 		}
 		partial := action == streamapi.ActionPatch

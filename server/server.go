@@ -156,6 +156,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		byStream[r.Stream()] = r
 		s.streams = append(s.streams, r.Stream())
 		s.hub.Bind(r.Model(), r.Stream())
+		if sc, ok := r.(streamapi.Scoper); ok && sc.Scoped() {
+			s.hub.BindScope(r.Stream(), sc)
+		}
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)

@@ -252,7 +252,8 @@ func (r *Resume) Done(register func()) {
 }
 
 // Resume prepares a subscription to model that starts after seq since
-// (since < 0: from now), replaying the changes for which match is true. It
+// (since < 0: from now), replaying the changes for which match is true;
+// match may rewrite the change as the subscriber sees it. It
 // returns ErrResync when the log no longer holds what followed since, when
 // since is ahead of the log, or when more than ResumeLimit changes match.
 // On success the model's lock is held until the Resume's Done.

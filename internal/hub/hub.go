@@ -27,7 +27,8 @@ type Hub struct {
 	log *slog.Logger
 
 	mu      sync.RWMutex
-	streams map[string][]string // model label → streams bound to it
+	streams map[string][]string         // model label → streams bound to it
+	scopes  map[string]streamapi.Scoper // stream → its resource, when it has a scope
 	subs    map[subKey]map[streamapi.Peer]struct{}
 	inst    map[instKey]map[instSub][]byte // value: the request_id bytes, made once
 	byPeer  map[streamapi.Peer]*peerSubs
@@ -62,6 +63,7 @@ func New(log *slog.Logger) *Hub {
 	return &Hub{
 		log:     log,
 		streams: make(map[string][]string),
+		scopes:  make(map[string]streamapi.Scoper),
 		subs:    make(map[subKey]map[streamapi.Peer]struct{}),
 		inst:    make(map[instKey]map[instSub][]byte),
 		byPeer:  make(map[streamapi.Peer]*peerSubs),
@@ -73,6 +75,23 @@ func (h *Hub) Bind(model, stream string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.streams[model] = append(h.streams[model], stream)
+}
+
+// BindScope makes stream's events go only to the subscribers whose user may
+// see the object, as s says, with visibility changes turned into creates
+// and deletes (streamapi.AsSeen).
+func (h *Hub) BindScope(stream string, s streamapi.Scoper) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.scopes[stream] = s
+}
+
+// userOf returns a peer's user, when it knows one.
+func userOf(p streamapi.Peer) *streamapi.User {
+	if u, ok := p.(interface{ User() *streamapi.User }); ok {
+		return u.User()
+	}
+	return nil
 }
 
 // PKKey returns the index key of a primary key: its canonical JSON.
@@ -265,6 +284,10 @@ func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
 	defer h.mu.RUnlock()
 	pk := string(c.PK)
 	for _, stream := range h.streams[c.Model] {
+		if s := h.scopes[stream]; s != nil {
+			h.publishScoped(ctx, stream, s, &c)
+			continue
+		}
 		anyOf := h.subs[subKey{stream, c.Action, ""}]
 		oneOf := h.subs[subKey{stream, c.Action, pk}]
 		if len(anyOf)+len(oneOf) > 0 {
@@ -299,5 +322,73 @@ func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
 			g.Mid = rid
 			s.peer.Send(g)
 		}
+	}
+}
+
+// publishScoped fans c out on a stream whose resource has a scope: each
+// subscriber gets the change as its user sees it (nothing, or a create,
+// update or delete), evaluated in memory once per user. Events are still
+// encoded once per kind. h.mu is held (read).
+func (h *Hub) publishScoped(ctx context.Context, stream string, s streamapi.Scoper, c *streamapi.Change) {
+	vis := s.Visibility(c)
+	pk := string(c.PK)
+	// as returns the change as u sees it.
+	as := func(u *streamapi.User) (streamapi.Change, bool) {
+		b, a := vis(u)
+		return streamapi.AsSeen(*c, b, a)
+	}
+	frames := map[string]streamapi.Frame{}
+	frame := func(seen *streamapi.Change) (streamapi.Frame, bool) {
+		if f, ok := frames[seen.Action]; ok {
+			return f, true
+		}
+		f, err := wire.EncodeEvent(stream, seen)
+		if err != nil {
+			h.log.ErrorContext(ctx, "encode event", "stream", stream, "err", err)
+			return f, false
+		}
+		frames[seen.Action] = f
+		return f, true
+	}
+	sent := map[streamapi.Peer]bool{}
+	for _, kind := range []string{streamapi.ChangeCreate, streamapi.ChangeUpdate, streamapi.ChangeDelete} {
+		for _, key := range []subKey{{stream, kind, ""}, {stream, kind, pk}} {
+			for p := range h.subs[key] {
+				if sent[p] {
+					continue
+				}
+				seen, ok := as(userOf(p))
+				if !ok || seen.Action != kind {
+					continue
+				}
+				if f, ok := frame(&seen); ok {
+					p.Send(f)
+					sent[p] = true
+				}
+			}
+		}
+	}
+	inst := h.inst[instKey{stream, pk}]
+	if len(inst) == 0 {
+		return
+	}
+	instFrames := map[string]streamapi.Frame{}
+	for sub, rid := range inst {
+		seen, ok := as(userOf(sub.peer))
+		if !ok || seen.Action == streamapi.ChangeCreate {
+			continue // DCRF instance subscriptions see updates and deletes
+		}
+		f, ok := instFrames[seen.Action]
+		if !ok {
+			var err error
+			if f, err = wire.EncodeInstanceEvent(stream, &seen); err != nil {
+				h.log.ErrorContext(ctx, "encode instance event", "stream", stream, "err", err)
+				continue
+			}
+			instFrames[seen.Action] = f
+		}
+		g := f
+		g.Mid = rid
+		sub.peer.Send(g)
 	}
 }

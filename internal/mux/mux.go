@@ -208,7 +208,11 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		}
 	}
 	pkKey := hub.PKKey(pk)
+	seen := asSeenBy(res, req.User)
 	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
+		if !seen(c) {
+			return false
+		}
 		return c.Action == kind && (pk == nil || string(c.PK) == pkKey)
 	})
 	if err != nil {
@@ -242,6 +246,22 @@ func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, m
 		return nil, streamapi.ErrResyncRequired
 	}
 	return r, err
+}
+
+// asSeenBy returns a function that rewrites a replayed change as u sees it
+// (streamapi.AsSeen) and reports whether u sees it at all: the live
+// fan-out's rule, for resumes.
+func asSeenBy(res streamapi.Resource, u *streamapi.User) func(*streamapi.Change) bool {
+	sc, ok := res.(streamapi.Scoper)
+	if !ok || !sc.Scoped() {
+		return func(*streamapi.Change) bool { return true }
+	}
+	return func(c *streamapi.Change) bool {
+		b, a := sc.Visibility(c)(u)
+		seen, ok := streamapi.AsSeen(*c, b, a)
+		*c = seen
+		return ok
+	}
 }
 
 // parseSince reads the optional "since" of a subscription: a seq (an
@@ -309,8 +329,12 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 		}
 	}
 	pkKey := hub.PKKey(pk)
+	seen := asSeenBy(res, req.User)
 	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
-		return c.Action != streamapi.ChangeCreate && string(c.PK) == pkKey
+		if string(c.PK) != pkKey || !seen(c) {
+			return false
+		}
+		return c.Action != streamapi.ChangeCreate
 	})
 	if err != nil {
 		return streamapi.Reply{Err: err}, nothing

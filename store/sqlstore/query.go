@@ -75,6 +75,19 @@ var compare = map[string]string{
 
 // cond returns c as an SQL expression and its arguments.
 func (t *table) cond(c streamapi.Cond) (string, []any, error) {
+	if len(c.All) > 0 {
+		parts := make([]string, 0, len(c.All))
+		var args []any
+		for _, sub := range c.All {
+			e, a, err := t.cond(sub)
+			if err != nil {
+				return "", nil, err
+			}
+			parts = append(parts, e)
+			args = append(args, a...)
+		}
+		return "(" + strings.Join(parts, " AND ") + ")", args, nil
+	}
 	if len(c.Any) > 0 {
 		parts := make([]string, 0, len(c.Any))
 		var args []any
