@@ -75,31 +75,11 @@ var compare = map[string]string{
 
 // cond returns c as an SQL expression and its arguments.
 func (t *table) cond(c streamapi.Cond) (string, []any, error) {
-	if len(c.All) > 0 {
-		parts := make([]string, 0, len(c.All))
-		var args []any
-		for _, sub := range c.All {
-			e, a, err := t.cond(sub)
-			if err != nil {
-				return "", nil, err
-			}
-			parts = append(parts, e)
-			args = append(args, a...)
-		}
-		return "(" + strings.Join(parts, " AND ") + ")", args, nil
-	}
-	if len(c.Any) > 0 {
-		parts := make([]string, 0, len(c.Any))
-		var args []any
-		for _, sub := range c.Any {
-			e, a, err := t.cond(sub)
-			if err != nil {
-				return "", nil, err
-			}
-			parts = append(parts, e)
-			args = append(args, a...)
-		}
-		return "(" + strings.Join(parts, " OR ") + ")", args, nil
+	switch {
+	case len(c.All) > 0:
+		return t.group(c.All, " AND ")
+	case len(c.Any) > 0:
+		return t.group(c.Any, " OR ")
 	}
 	if _, ok := t.columns[c.Column]; !ok {
 		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, c.Column)
@@ -138,6 +118,21 @@ func (t *table) cond(c streamapi.Cond) (string, []any, error) {
 		return "? IS NOT NULL", []any{bun.Ident(c.Column)}, nil
 	}
 	return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: unknown lookup %q", t.label, c.Lookup)
+}
+
+// group joins conditions with sep (" AND ", " OR ") in parentheses.
+func (t *table) group(cs []streamapi.Cond, sep string) (string, []any, error) {
+	parts := make([]string, 0, len(cs))
+	var args []any
+	for _, sub := range cs {
+		e, a, err := t.cond(sub)
+		if err != nil {
+			return "", nil, err
+		}
+		parts = append(parts, e)
+		args = append(args, a...)
+	}
+	return "(" + strings.Join(parts, sep) + ")", args, nil
 }
 
 // keys returns the full sort: order, then the primary key unless order has it.
