@@ -83,7 +83,7 @@ func TestQueries_REST(t *testing.T) {
 	}
 	// The count follows the filters; page links keep them.
 	r := get("/choices/?votes__gte=2&page_size=2&ordering=-votes")
-	r.want(t, 200, `{"count":5,"next":"`+e.base+`/api/choices/?ordering=-votes&page=2&page_size=2&votes__gte=2","previous":null,"results":[{"id":5,"question":2,"choice_text":"c","votes":9},{"id":1,"question":1,"choice_text":"c","votes":5}]}`)
+	r.want(t, 200, `{"count":5,"next":"`+e.base+`/api/choices/?ordering=-votes&page=2&page_size=2&votes__gte=2","previous":null,"results":[{"id":5,"question":2,"choice_text":"c","votes":9,"question_published":true,"question_owner":""},{"id":1,"question":1,"choice_text":"c","votes":5,"question_published":true,"question_owner":""}]}`)
 	// Sparse fields, in declaration order whatever the order asked.
 	get("/questions/?fields=question_text,id&search=now").want(t, 200, `{"count":1,"next":null,"previous":null,"results":[{"id":3,"question_text":"What now?"}]}`)
 }
@@ -196,7 +196,7 @@ func TestQueries_WebSocket(t *testing.T) {
 	// The reply's data stays a plain array; with_count asks for the count.
 	r := list("choices", map[string]any{"votes__gte": 5, "page_size": 2, "with_count": true})
 	r.want(t, 200, "[]")
-	if compact(r.Data) != `{"count":4,"next":2,"previous":null,"results":[{"id":1,"question":1,"choice_text":"c","votes":5},{"id":3,"question":1,"choice_text":"c","votes":5}]}` {
+	if compact(r.Data) != `{"count":4,"next":2,"previous":null,"results":[{"id":1,"question":1,"choice_text":"c","votes":5,"question_published":true,"question_owner":""},{"id":3,"question":1,"choice_text":"c","votes":5,"question_published":true,"question_owner":""}]}` {
 		t.Errorf("with_count: %s", r.Data)
 	}
 	r = list("questions", map[string]any{"fields": []any{"id"}, "ordering": "-id"})
@@ -216,7 +216,7 @@ func TestQueries_WebSocket(t *testing.T) {
 // surfaces.
 func TestQueries_StablePagesAndCursors(t *testing.T) {
 	e := start(t)
-	e.call(t, "POST", "/questions/", `{"question_text":"q","pub_date":"2026-01-10T00:00:00Z"}`).wantStatus(t, 201)
+	e.call(t, "POST", "/questions/", `{"question_text":"q","pub_date":"2026-01-10T00:00:00Z","owner":"","published":true}`).wantStatus(t, 201)
 	for i := 0; i < 23; i++ {
 		e.call(t, "POST", "/choices/", fmt.Sprintf(`{"question":1,"choice_text":"c","votes":%d}`, i%3)).wantStatus(t, 201)
 	}

@@ -71,28 +71,28 @@ func TestREST_Routes(t *testing.T) {
 	e.call(t, "GET", "/", "").want(t, 200, `{"choices":"http://`+base+`/api/choices/","notes":"http://`+base+`/api/notes/","questions":"http://`+base+`/api/questions/"}`)
 	e.call(t, "GET", "/questions/", "").want(t, 200, `{"count":0,"next":null,"previous":null,"results":[]}`)
 
-	e.call(t, "POST", "/questions/", `{"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`).
-		want(t, 201, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`)
+	e.call(t, "POST", "/questions/", `{"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`).
+		want(t, 201, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
 	// With or without the trailing slash.
-	e.call(t, "POST", "/questions", `{"question_text":"How?","pub_date":"2026-11-29T11:00:00Z"}`).
-		want(t, 201, `{"id":2,"question_text":"How?","pub_date":"2026-11-29T11:00:00Z"}`)
-	e.call(t, "GET", "/questions/1/", "").want(t, 200, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`)
-	e.call(t, "GET", "/questions/1", "").want(t, 200, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`)
-	e.call(t, "PUT", "/questions/1/", `{"question_text":"Why so?","pub_date":"2026-11-29T12:00:00Z"}`).
-		want(t, 200, `{"id":1,"question_text":"Why so?","pub_date":"2026-11-29T12:00:00Z"}`)
+	e.call(t, "POST", "/questions", `{"question_text":"How?","pub_date":"2026-11-29T11:00:00Z","owner":"","published":true}`).
+		want(t, 201, `{"id":2,"question_text":"How?","pub_date":"2026-11-29T11:00:00Z","owner":"","published":true}`)
+	e.call(t, "GET", "/questions/1/", "").want(t, 200, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
+	e.call(t, "GET", "/questions/1", "").want(t, 200, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
+	e.call(t, "PUT", "/questions/1/", `{"question_text":"Why so?","pub_date":"2026-11-29T12:00:00Z","owner":"","published":true}`).
+		want(t, 200, `{"id":1,"question_text":"Why so?","pub_date":"2026-11-29T12:00:00Z","owner":"","published":true}`)
 	// PUT is a full update: a required field left out is an error.
-	e.call(t, "PUT", "/questions/1/", `{"pub_date":"2026-11-29T12:00:00Z"}`).want(t, 400, `{"question_text":["This field is required."]}`)
+	e.call(t, "PUT", "/questions/1/", `{"pub_date":"2026-11-29T12:00:00Z","owner":"","published":true}`).want(t, 400, `{"question_text":["This field is required."]}`)
 	e.call(t, "PATCH", "/questions/1/", `{"question_text":"Patched"}`).
-		want(t, 200, `{"id":1,"question_text":"Patched","pub_date":"2026-11-29T12:00:00Z"}`)
+		want(t, 200, `{"id":1,"question_text":"Patched","pub_date":"2026-11-29T12:00:00Z","owner":"","published":true}`)
 	e.call(t, "DELETE", "/questions/2/", "").want(t, 204, "")
 	e.call(t, "GET", "/questions/2/", "").want(t, 404, `{"detail":"Not found."}`)
-	e.call(t, "GET", "/questions/", "").want(t, 200, `{"count":1,"next":null,"previous":null,"results":[{"id":1,"question_text":"Patched","pub_date":"2026-11-29T12:00:00Z"}]}`)
+	e.call(t, "GET", "/questions/", "").want(t, 200, `{"count":1,"next":null,"previous":null,"results":[{"id":1,"question_text":"Patched","pub_date":"2026-11-29T12:00:00Z","owner":"","published":true}]}`)
 
 	// Custom actions: a detail action on POST, a list action on POST and,
 	// being declared safe, on GET.
-	e.call(t, "POST", "/choices/", `{"question":1,"choice_text":"Because","votes":0}`).want(t, 201, `{"id":1,"question":1,"choice_text":"Because","votes":0}`)
-	e.call(t, "POST", "/choices/1/vote/", "").want(t, 200, `{"id":1,"question":1,"choice_text":"Because","votes":1}`)
-	e.call(t, "POST", "/choices/1/vote", "").want(t, 200, `{"id":1,"question":1,"choice_text":"Because","votes":2}`)
+	e.call(t, "POST", "/choices/", `{"question":1,"choice_text":"Because","votes":0,"question_published":true,"question_owner":""}`).want(t, 201, `{"id":1,"question":1,"choice_text":"Because","votes":0,"question_published":true,"question_owner":""}`)
+	e.call(t, "POST", "/choices/1/vote/", "").want(t, 200, `{"id":1,"question":1,"choice_text":"Because","votes":1,"question_published":true,"question_owner":""}`)
+	e.call(t, "POST", "/choices/1/vote", "").want(t, 200, `{"id":1,"question":1,"choice_text":"Because","votes":2,"question_published":true,"question_owner":""}`)
 	e.call(t, "POST", "/notes/count/", "").want(t, 200, `{"count":0}`)
 	e.call(t, "GET", "/notes/count/", "").want(t, 200, `{"count":0}`)
 	e.call(t, "GET", "/choices/1/vote/", "").want(t, 405, `{"detail":"Method \"GET\" not allowed."}`)
@@ -105,7 +105,7 @@ func TestREST_Routes(t *testing.T) {
 
 func TestREST_Errors(t *testing.T) {
 	e := start(t)
-	e.call(t, "POST", "/questions/", `{"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`).want(t, 201, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z"}`)
+	e.call(t, "POST", "/questions/", `{"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`).want(t, 201, `{"id":1,"question_text":"Why?","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
 	notFound := `{"detail":"Not found."}`
 	e.call(t, "GET", "/nope/", "").want(t, 404, notFound)
 	e.call(t, "GET", "/questions/99/", "").want(t, 404, notFound)
@@ -204,8 +204,8 @@ func TestREST_EventsBothWays(t *testing.T) {
 	deletes := mustSubscribe(t, c, "questions", "delete", nil)
 
 	// REST → WebSocket.
-	r := e.call(t, "POST", "/questions/", `{"question_text":"over REST","pub_date":"2026-11-29T10:00:00Z"}`)
-	r.want(t, 201, `{"id":1,"question_text":"over REST","pub_date":"2026-11-29T10:00:00Z"}`)
+	r := e.call(t, "POST", "/questions/", `{"question_text":"over REST","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
+	r.want(t, 201, `{"id":1,"question_text":"over REST","pub_date":"2026-11-29T10:00:00Z","owner":"","published":true}`)
 	ev := next(t, creates)
 	if string(ev.Raw) != `{"stream":"questions","payload":{"action":"create","data":`+r.body+`,"model":"polls.question","pk":1,"seq":1}}` {
 		t.Fatalf("event of a REST create: %s", ev.Raw)
@@ -229,5 +229,5 @@ func TestREST_EventsBothWays(t *testing.T) {
 	e.call(t, "GET", "/questions/2/", "").want(t, 200, compact(w.Data))
 	e.call(t, "POST", "/choices/", `{"question":2,"choice_text":"x"}`).wantStatus(t, 201)
 	do(t, c, "choices", client.Payload{Action: "vote", PK: 1}).want(t, 200, "[]")
-	e.call(t, "GET", "/choices/1/", "").want(t, 200, `{"id":1,"question":2,"choice_text":"x","votes":1}`)
+	e.call(t, "GET", "/choices/1/", "").want(t, 200, `{"id":1,"question":2,"choice_text":"x","votes":1,"question_published":true,"question_owner":""}`)
 }

@@ -59,6 +59,11 @@ type Config[T any] struct {
 	// than one field or the database. Return FieldErrors.Err() (or any
 	// *streamapi.Error). action is create, update or patch.
 	Validate func(ctx context.Context, obj *T, action string) error
+	// AfterWrite runs in the write's transaction once the row is written
+	// (action create, update or patch): the place to keep dependent
+	// objects in step, through their resources or tables, so that their
+	// subscribers hear of it in the same commit.
+	AfterWrite func(ctx context.Context, obj *T, action string) error
 	// BeforeDelete runs in the delete's transaction, before the row goes:
 	// the place to delete dependent objects through their own resources,
 	// so their subscribers hear about it too.

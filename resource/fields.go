@@ -17,8 +17,9 @@ type field struct {
 	name     string // JSON name
 	index    []int
 	typ      reflect.Type
-	readOnly bool
-	required bool
+	readOnly  bool
+	writeOnce bool // set on create, never changed after
+	required  bool
 	rules    string // validator rules other than "required"
 }
 
@@ -53,6 +54,7 @@ func fields(t reflect.Type, pkIndex []int) ([]field, error) {
 			}
 			f := field{name: name, index: idx, typ: sf.Type}
 			f.readOnly = slicesEqual(idx, pkIndex) || hasOpt(sf.Tag.Get("streamapi"), "readonly")
+			f.writeOnce = hasOpt(sf.Tag.Get("streamapi"), "writeonce")
 			var rules []string
 			for _, r := range strings.Split(sf.Tag.Get("validate"), ",") {
 				switch r {
@@ -99,7 +101,7 @@ func slicesEqual(a, b []int) bool {
 // reporting keys of the wrong type, nulls for non-pointer fields, and, when
 // partial is false (create, update), missing required fields. Read-only and
 // unknown keys are ignored, as DRF does. The rules run afterwards, in check.
-func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial bool) (streamapi.FieldErrors, error) {
+func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial, existing bool) (streamapi.FieldErrors, error) {
 	var m map[string]json.RawMessage
 	if len(data) > 0 {
 		if err := json.Unmarshal(data, &m); err != nil || m == nil {
@@ -126,6 +128,16 @@ func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial boo
 				continue
 			}
 			errs.Add(f.name, "This field may not be null.")
+			continue
+		}
+		if f.writeOnce && existing {
+			// Sending the value it has is fine; changing it is not.
+			was := reflect.New(fv.Type()).Elem()
+			was.Set(fv)
+			if err := decodeValue(raw, fv); err != nil || !reflect.DeepEqual(was.Interface(), fv.Interface()) {
+				fv.Set(was)
+				errs.Add(f.name, "This field cannot be changed once set.")
+			}
 			continue
 		}
 		if err := decodeValue(raw, fv); err != nil {

@@ -450,14 +450,23 @@ func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, err
 	if r.cfg.Defaults != nil {
 		r.cfg.Defaults(ctx, obj)
 	}
-	errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, false)
+	errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, false, false)
 	if err != nil {
 		return nil, err
 	}
 	if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
 		return nil, err
 	}
-	if err := r.table.Insert(ctx, obj); err != nil {
+	err = r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		if err := r.table.Insert(ctx, obj); err != nil {
+			return err
+		}
+		if r.cfg.AfterWrite != nil {
+			return r.cfg.AfterWrite(ctx, obj, streamapi.ActionCreate)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return obj, nil
@@ -473,14 +482,20 @@ func (r *Resource[T]) change(ctx context.Context, u *streamapi.User, pk any, dat
 			return err
 		}
 		partial := action == streamapi.ActionPatch
-		errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, partial)
+		errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, partial, true)
 		if err != nil {
 			return err
 		}
 		if err := r.check(ctx, obj, action, errs); err != nil {
 			return err
 		}
-		return r.table.Update(ctx, obj)
+		if err := r.table.Update(ctx, obj); err != nil {
+			return err
+		}
+		if r.cfg.AfterWrite != nil {
+			return r.cfg.AfterWrite(ctx, obj, action)
+		}
+		return nil
 	})
 	return obj, err
 }

@@ -26,6 +26,7 @@ type Item struct {
 	Flag          bool     `bun:"flag" json:"flag"`
 	Owner         string   `bun:"owner" json:"owner" streamapi:"readonly"`
 	Secret        string   `bun:"secret" json:"-"`
+	Slug          string   `bun:"slug" json:"slug" streamapi:"writeonce"`
 }
 
 // Code has a string primary key.
@@ -227,6 +228,35 @@ func TestDecode_ReadOnlyNullAndPatch(t *testing.T) {
 	rep = serve(t, items, "update", string(id), `{"email":"a@b.c"}`)
 	if got := fieldErrs(t, rep); got != `{"name":["This field is required."]}` {
 		t.Fatalf("update without name: %s", got)
+	}
+}
+
+// TestDecode_WriteOnce: a write-once field is set on create; sending the
+// same value again is fine; changing it is a 400 naming it; a read-only
+// field is ignored (as DRF ignores read_only_fields).
+func TestDecode_WriteOnce(t *testing.T) {
+	items := newItems(t, resource.Config[Item]{})
+	rep := serve(t, items, "create", "", `{"name":"a","slug":"first"}`)
+	if rep.Err != nil || rep.Data.(*Item).Slug != "first" {
+		t.Fatalf("create: %+v", rep)
+	}
+	id, _ := json.Marshal(rep.Data.(*Item).ID)
+	if rep = serve(t, items, "patch", string(id), `{"slug":"first","name":"b"}`); rep.Err != nil || rep.Data.(*Item).Name != "b" {
+		t.Fatalf("patch with the same slug: %+v", rep)
+	}
+	rep = serve(t, items, "patch", string(id), `{"slug":"second","name":"c"}`)
+	if got := fieldErrs(t, rep); got != `{"slug":["This field cannot be changed once set."]}` {
+		t.Fatalf("patch changing the slug: %s", got)
+	}
+	rep = serve(t, items, "update", string(id), `{"name":"d","slug":2}`)
+	if got := fieldErrs(t, rep); got != `{"slug":["This field cannot be changed once set."]}` {
+		t.Fatalf("update with a slug of the wrong type: %s", got)
+	}
+	if rep = serve(t, items, "patch", string(id), `{"owner":"me"}`); rep.Err != nil || rep.Data.(*Item).Owner != "" {
+		t.Fatalf("a read-only field was written: %+v", rep)
+	}
+	if rep = serve(t, items, "retrieve", string(id), ``); rep.Data.(*Item).Slug != "first" || rep.Data.(*Item).Name != "b" {
+		t.Fatalf("stored: %+v", rep.Data)
 	}
 }
 

@@ -111,7 +111,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
 		return err
 	}
-	app, err := polls.New(m.db, nil)
+	app, err := polls.NewWithOptions(m.db, polls.Options{Auth: m.Flags.JWTSecret != ""})
 	if err != nil {
 		return err
 	}
