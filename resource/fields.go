@@ -14,13 +14,13 @@ import (
 
 // field is one wire field of a model.
 type field struct {
-	name     string // JSON name
-	index    []int
-	typ      reflect.Type
+	name      string // JSON name
+	index     []int
+	typ       reflect.Type
 	readOnly  bool
 	writeOnce bool // set on create, never changed after
 	required  bool
-	rules    string // validator rules other than "required"
+	rules     string // validator rules other than "required"
 }
 
 // fields reads the wire fields of struct type t: exported fields with a
