@@ -63,6 +63,16 @@ function check(what, ok, detail) {
     await page.fill('#f-rid', '4242');
     await page.click('button[type=submit]');
     check('the form request and its reply are logged', await log(/"request_id": 4242[\s\S]*"response_status": 200,\s*"request_id": 4242/));
+    // A pasted token goes in the subprotocols ["bearer", TOKEN], not the
+    // URL; the server selects "bearer" and the socket opens.
+    await page.fill('#token', 'header.payload.signature');
+    await page.click('#reconnect');
+    let proto = '';
+    try {
+      await page.waitForFunction(() => window.ws && window.ws.readyState === 1 && window.ws.protocol === 'bearer', null, { timeout: 10_000 });
+      proto = await page.evaluate(() => window.ws.protocol + ' ' + window.ws.url);
+    } catch (e) { proto = String(e); }
+    check('a pasted token is sent as the bearer subprotocol', proto.startsWith('bearer ') && !proto.includes('signature'), proto);
     check('no script errors', errors.length === 0, JSON.stringify(errors));
   } finally {
     await browser.close();
