@@ -146,6 +146,9 @@ func TestAuth_ExpiryAndRenewal(t *testing.T) {
 	if code := expiring.CloseStatus(); code != 4401 {
 		t.Fatalf("close code %d, want 4401", code)
 	}
+	// Give the renewed connection's first timer, had it not been stopped,
+	// time to fire too.
+	time.Sleep(time.Second)
 	// The renewed connection is still open, and still alice's.
 	r2, err := renewed.Request(ctx, "notes", client.Payload{Action: "create", Data: map[string]any{"text": "still here"}})
 	if err != nil || r2.Status != 201 || !strings.Contains(string(r2.Data), `"owner":"alice"`) {
@@ -162,7 +165,7 @@ func TestAuth_ExpiryAndRenewal(t *testing.T) {
 // origins and non-browser clients may.
 func TestAuth_Origin(t *testing.T) {
 	e := start(t, func(s *server.Config, _ *resource.Config[Note]) {
-		s.AllowedOrigins = []string{"https://app.example.com"}
+		s.AllowedOrigins = []string{"https://app.example.com", "https://admin.example.com:443/"}
 	})
 	dialOrigin := func(origin string) error {
 		_, err := dialWith(t, e, e.ws, &client.Options{HTTPHeader: http.Header{"Origin": {origin}}})
@@ -179,6 +182,12 @@ func TestAuth_Origin(t *testing.T) {
 	}
 	if err := dialOrigin("https://app.example.com"); err != nil {
 		t.Errorf("listed origin: %v", err)
+	}
+	if err := dialOrigin("https://admin.example.com"); err != nil {
+		t.Errorf("listed with its default port and a slash: %v", err)
+	}
+	if err := dialOrigin("https://app.example.com.evil.com"); err == nil {
+		t.Error("a listed origin's prefix let another host in")
 	}
 	if _, err := dialWith(t, e, e.ws, nil); err != nil {
 		t.Errorf("no Origin (not a browser): %v", err)

@@ -122,6 +122,14 @@ func TestPollsAuth(t *testing.T) {
 	if st, body := p.rest(t, "bob", "POST", "/choices/", `{"question":2,"choice_text":"maybe"}`); st != 201 {
 		t.Fatalf("bob's choice: %d %s", st, body)
 	}
+	// A choice's question cannot be changed: bob cannot move alice's choice
+	// to his own question and so take it over.
+	if st, body := p.rest(t, "bob", "PATCH", "/choices/1/", `{"question":2}`); st != 400 && st != 403 {
+		t.Fatalf("bob moving alice's choice: %d %s", st, body)
+	}
+	if st, body := p.rest(t, "alice", "PATCH", "/choices/1/", `{"question":2}`); st != 400 || !strings.Contains(body, "cannot be changed") {
+		t.Fatalf("alice moving her choice: %d %s", st, body)
+	}
 	// Bob's unpublished question and its choice: his alone.
 	for _, c := range []struct {
 		user, path string
@@ -145,6 +153,12 @@ func TestPollsAuth(t *testing.T) {
 	}
 	if st, _ := p.rest(t, "alice", "DELETE", "/questions/2/", ""); st != 404 {
 		t.Errorf("alice deleting bob's draft: %d", st)
+	}
+	if st, _ := p.rest(t, "alice", "POST", "/choices/2/vote/", ""); st != 404 {
+		t.Errorf("alice voting on the choice of bob's draft: %d", st)
+	}
+	if st, _ := p.rest(t, "", "POST", "/choices/1/vote/", ""); st != 401 {
+		t.Errorf("an anonymous vote: %d", st)
 	}
 
 	// Events: bob and an anonymous client watch questions and choices

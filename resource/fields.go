@@ -134,7 +134,7 @@ func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial, ex
 			// Sending the value it has is fine; changing it is not.
 			was := reflect.New(fv.Type()).Elem()
 			was.Set(fv)
-			if err := decodeValue(raw, fv); err != nil || !reflect.DeepEqual(was.Interface(), fv.Interface()) {
+			if err := decodeValue(raw, fv); err != nil || !sameValue(was, fv) {
 				fv.Set(was)
 				errs.Add(f.name, "This field cannot be changed once set.")
 			}
@@ -279,4 +279,13 @@ func ruleMessages(err error, fv reflect.Value) []string {
 		out = append(out, msg)
 	}
 	return out
+}
+
+// sameValue reports whether two values of a field are the same: instants
+// for times (whatever their zone), deep equality otherwise.
+func sameValue(a, b reflect.Value) bool {
+	if a.Type() == timeType {
+		return a.Interface().(time.Time).Equal(b.Interface().(time.Time))
+	}
+	return reflect.DeepEqual(a.Interface(), b.Interface())
 }

@@ -454,10 +454,12 @@ func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, err
 	if err != nil {
 		return nil, err
 	}
-	if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
-		return nil, err
-	}
+	// The rules run in the write's transaction: what Validate reads (a
+	// related row) cannot change before the insert commits.
 	err = r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
+			return err
+		}
 		if err := r.table.Insert(ctx, obj); err != nil {
 			return err
 		}

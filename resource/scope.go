@@ -100,7 +100,7 @@ func (r *Resource[T]) compile(q Q) ([]streamapi.Cond, error) {
 	}
 	conv := func(v any) (any, error) {
 		rv := reflect.ValueOf(v)
-		if !rv.IsValid() || !rv.Type().ConvertibleTo(base) || rv.Kind() == reflect.String && base.Kind() != reflect.String {
+		if !rv.IsValid() || !rv.Type().ConvertibleTo(base) || (rv.Kind() == reflect.String) != (base.Kind() == reflect.String) {
 			return nil, fmt.Errorf("resource %s: scope value %v (%T) for %s, want %s", r.cfg.Stream, v, v, fname, base)
 		}
 		out := rv.Convert(base).Interface()
@@ -187,6 +187,17 @@ func (r *Resource[T]) getVisible(ctx context.Context, u *streamapi.User, pk any)
 	return obj, nil
 }
 
+// ListFor is List restricted to what u may see: for custom list actions,
+// whose code the scope cannot reach otherwise.
+func (r *Resource[T]) ListFor(ctx context.Context, u *streamapi.User, q streamapi.ListQuery) ([]T, error) {
+	conds, err := r.scopeFor(u)
+	if err != nil {
+		return nil, err
+	}
+	q.Where = append(append([]streamapi.Cond(nil), q.Where...), conds...)
+	return r.List(ctx, q)
+}
+
 // Scoped implements streamapi.Scoper.
 func (r *Resource[T]) Scoped() bool { return r.cfg.Scope != nil }
 
@@ -218,12 +229,11 @@ func (r *Resource[T]) Visibility(c *streamapi.Change) streamapi.Visibility {
 	}
 	type seen struct{ before, after bool }
 	var mu sync.Mutex
-	cache := map[string]seen{}
+	// By user value, not ID: a scope may read claims, which two tokens of
+	// one user need not share. Connections share a *User per handshake.
+	cache := map[*streamapi.User]seen{}
 	return func(u *streamapi.User) (bool, bool) {
-		key := ""
-		if u != nil {
-			key = u.ID
-		}
+		key := u
 		mu.Lock()
 		defer mu.Unlock()
 		if s, ok := cache[key]; ok {

@@ -360,6 +360,9 @@ func (h *Handler) body(w http.ResponseWriter, r *http.Request) (json.RawMessage,
 func queryData(q url.Values) json.RawMessage {
 	m := make(map[string]string, len(q))
 	for k, vs := range q {
+		if k == "token" {
+			continue // a credential (jwtauth reads it), not the action's data
+		}
 		m[k] = vs[len(vs)-1]
 	}
 	b, _ := json.Marshal(m)

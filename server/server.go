@@ -243,6 +243,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	user, err := s.cfg.Authenticator.Authenticate(r)
 	if err != nil {
+		if streamapi.ErrorCode(err) != streamapi.EUNAUTHORIZED {
+			s.log.ErrorContext(r.Context(), "authenticate a handshake", "err", err)
+			http.Error(w, "Internal server error.", http.StatusInternalServerError)
+			return
+		}
 		http.Error(w, "Authentication failed.", http.StatusUnauthorized)
 		return
 	}
@@ -255,22 +260,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // host, or listed in AllowedOrigins.
 func (s *Server) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
-	if origin == "" {
+	if origin == "" || slices.Contains(s.cfg.AllowedOrigins, "*") {
 		return true
 	}
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
-		return false
+		return false // "null" (sandboxed frames, files) among others
 	}
+	// The host only, not the scheme: behind a TLS-terminating proxy the
+	// request looks like http while the page is https.
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
 	for _, o := range s.cfg.AllowedOrigins {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+		if strings.EqualFold(normalOrigin(o), normalOrigin(origin)) {
 			return true
 		}
 	}
 	return false
+}
+
+// normalOrigin drops a trailing slash and the scheme's default port, as
+// browsers leave it out of Origin.
+func normalOrigin(o string) string {
+	o = strings.TrimSuffix(o, "/")
+	switch {
+	case strings.HasPrefix(o, "https://"):
+		return strings.TrimSuffix(o, ":443")
+	case strings.HasPrefix(o, "http://"):
+		return strings.TrimSuffix(o, ":80")
+	}
+	return o
 }
 
 // Debugger returns the debugger page, connecting to socketPath.

@@ -60,6 +60,7 @@ func TestHS256(t *testing.T) {
 	refused(t, a, sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "alice"}), "Invalid token.", "no exp")
 	refused(t, a, sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}), "Token has no subject.", "no sub")
 	refused(t, a, sign(t, jwt.SigningMethodHS384, secret, claims("alice", time.Hour)), "Invalid token.", "HS384")
+	refused(t, a, sign(t, jwt.SigningMethodHS512, secret, claims("alice", time.Hour)), "Invalid token.", "HS512")
 	// "alg": "none", unsigned.
 	none := sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims("alice", time.Hour))
 	refused(t, a, none, "Invalid token.", "alg none")
@@ -91,6 +92,10 @@ func TestRS256AndES256(t *testing.T) {
 		t.Fatalf("ES256: %v %v", u, err)
 	}
 	refused(t, ra, sign(t, jwt.SigningMethodES256, ek, claims("bob", time.Hour)), "Invalid token.", "ES256 token to an RS256 key")
+	// The same RSA key with another algorithm (PS256, RS512): only the
+	// parser's one valid method refuses these, not the key type.
+	refused(t, ra, sign(t, jwt.SigningMethodPS256, rk, claims("bob", time.Hour)), "Invalid token.", "PS256 with the RSA key")
+	refused(t, ra, sign(t, jwt.SigningMethodRS512, rk, claims("bob", time.Hour)), "Invalid token.", "RS512 with the RSA key")
 	// Algorithm confusion: an HS256 token whose secret is the RSA public key.
 	pub, _ := x509.MarshalPKIXPublicKey(&rk.PublicKey)
 	refused(t, ra, sign(t, jwt.SigningMethodHS256, pub, claims("bob", time.Hour)), "Invalid token.", "HS256 signed with the public key")

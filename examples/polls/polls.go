@@ -57,7 +57,7 @@ type Choice struct {
 	bun.BaseModel `bun:"table:polls_choice" json:"-"`
 
 	ID         int64  `bun:"id,pk,autoincrement" json:"id"`
-	QuestionID int64  `bun:"question_id,notnull" json:"question" validate:"required"`
+	QuestionID int64  `bun:"question_id,notnull" json:"question" validate:"required" streamapi:"writeonce"`
 	ChoiceText string `bun:"choice_text,notnull" json:"choice_text" validate:"required,max=200"`
 	Votes      int64  `bun:"votes,notnull" json:"votes" validate:"gte=0"`
 	// The question's visibility, kept in step by the server, so that a

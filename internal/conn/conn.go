@@ -384,8 +384,10 @@ func (c *Conn) SetUser(u *streamapi.User) {
 		return
 	}
 	c.expiry = time.AfterFunc(time.Until(u.Expires), func() {
-		if c.User() == u { // not renewed meanwhile
-			c.u.h.Closed(c) // its subscriptions go at once
+		if c.user.CompareAndSwap(u, nil) { // not renewed meanwhile
+			// Frames still arriving are the anonymous user's, and the
+			// subscriptions go at once.
+			c.u.h.Closed(c)
 			c.closeNow(CloseTokenExpired, "token expired")
 		}
 	})

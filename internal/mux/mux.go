@@ -126,6 +126,9 @@ func (m *Mux) authenticate(p Peer, req *streamapi.Request) streamapi.Reply {
 	if err != nil {
 		return streamapi.Reply{Err: err}
 	}
+	if !u.Authenticated() {
+		return streamapi.Reply{Err: &streamapi.Error{Code: streamapi.EUNAUTHORIZED, Message: "Invalid token."}}
+	}
 	if old := p.User(); old.Authenticated() && old.ID != u.ID {
 		// A connection's identity does not change: its subscriptions were
 		// granted to the first user.

@@ -61,9 +61,16 @@ func (t *table) Column(index []int) (string, bool) {
 func (t *table) PKType() reflect.Type { return t.pk.IndirectType }
 
 func (t *table) Get(ctx context.Context, dst any, pk any) error {
-	err := t.db.idb(ctx).NewSelect().Model(dst).
+	sel := t.db.idb(ctx).NewSelect().Model(dst).
 		Where("? = ?", bun.Ident(t.pk.Name), pk).
-		Limit(1).Scan(ctx)
+		Limit(1)
+	if t.db.dialect == "postgres" && t.db.txFrom(ctx) != nil {
+		// A read in a write transaction is a read-modify-write: lock the
+		// row, so that a concurrent writer's change is not overwritten
+		// with the stale copy (SQLite's single writer gives this anyway).
+		sel = sel.For("UPDATE")
+	}
+	err := sel.Scan(ctx)
 	if err != nil {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
 	}
