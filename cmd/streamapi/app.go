@@ -31,6 +31,8 @@ type Flags struct {
 	PageSize       int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
 	Debug          bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
 	MaxFrameBytes  int           `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
+	Rate           float64       `default:"200" env:"STREAMAPI_RATE" help:"Inbound frames per second per connection before reads pause (backpressure); negative turns the limit off."`
+	Burst          int           `default:"400" env:"STREAMAPI_BURST" help:"Inbound frames a connection may send at once above --rate."`
 	LogLevel       string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
 	JWTSecret      string        `name:"jwt-secret" env:"STREAMAPI_JWT_SECRET" help:"Accept HS256 JWT bearer tokens signed with this secret (32 bytes or more); without it everyone is anonymous. With --debug, a token for the user \"demo\" is printed at start."`
 	AllowedOrigins []string      `env:"STREAMAPI_ALLOWED_ORIGINS" help:"Origins (scheme://host[:port]) whose pages may open the WebSocket besides this server's own; * for any."`
@@ -144,7 +146,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Log:            server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
 		PageSize:       m.Flags.PageSize,
 		Debug:          m.Flags.Debug,
-		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes},
+		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes, Rate: m.Flags.Rate, Burst: m.Flags.Burst},
 		Logger:         m.log,
 	})
 	if err != nil {

@@ -1,0 +1,133 @@
+// Command streamapi-bench measures servers that speak the streamapi
+// protocol, and serves the bare echo server they are compared with.
+//
+//	streamapi-bench echo --addr 127.0.0.1:9001
+//	streamapi-bench rr --target streamapi=ws://127.0.0.1:8000/ws --target echo=ws://127.0.0.1:9001/ --conns 64 --duration 10s --action retrieve
+//
+// rr runs request/reply against each target in turn, in the same run, and
+// prints a table (and JSON with --json FILE). docs/performance.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/streamapi/streamapi/client"
+	"github.com/streamapi/streamapi/internal/echo"
+	"github.com/streamapi/streamapi/internal/loadtest"
+)
+
+type cli struct {
+	Echo echoCmd `cmd:"" help:"Serve the bare echo server (same WebSocket library, no store)."`
+	RR   rrCmd   `cmd:"" name:"rr" help:"Request/reply: N connections, one request in flight each."`
+}
+
+type echoCmd struct {
+	Addr string `default:"127.0.0.1:9001" help:"Address to listen on."`
+}
+
+func (e *echoCmd) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", e.Addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "echo server on ws://%s/ (GOMAXPROCS=%d)\n", ln.Addr(), runtime.GOMAXPROCS(0))
+	srv := &http.Server{Handler: echo.New(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+type rrCmd struct {
+	Target   []string      `required:"" help:"NAME=URL of a WebSocket to measure; repeat for several, run in turn."`
+	Conns    int           `default:"64" help:"Connections, each with one request in flight."`
+	Duration time.Duration `default:"10s" help:"How long each target is driven."`
+	Action   string        `default:"retrieve" enum:"retrieve,create,list" help:"retrieve, create or list."`
+	Stream   string        `default:"questions" help:"Stream to address."`
+	JSON     string        `name:"json" help:"Also write the results as JSON to this file."`
+}
+
+func (c *rrCmd) Run(ctx context.Context) error {
+	var results []loadtest.Result
+	for _, t := range c.Target {
+		name, url, ok := strings.Cut(t, "=")
+		if !ok {
+			return fmt.Errorf("--target %q: want NAME=URL", t)
+		}
+		cfg := loadtest.RR{Name: name, URL: url, Conns: c.Conns, Duration: c.Duration, Stream: c.Stream, Action: c.Action}
+		switch c.Action {
+		case "retrieve":
+			pk, err := seed(ctx, url, c.Stream)
+			if err != nil {
+				return err
+			}
+			cfg.PK = pk
+		case "create":
+			cfg.Data = map[string]any{"question_text": "bench"}
+		}
+		r, err := loadtest.RequestReply(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	fmt.Printf("GOMAXPROCS=%d (this process)\n", runtime.GOMAXPROCS(0))
+	if err := loadtest.Table(os.Stdout, results); err != nil {
+		return err
+	}
+	if c.JSON != "" {
+		f, err := os.Create(c.JSON)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return loadtest.JSON(f, results)
+	}
+	return nil
+}
+
+// seed creates the object a retrieve run reads, and returns its pk (1 for
+// a server that answers without one, as the echo server does).
+func seed(ctx context.Context, url, stream string) (any, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(dctx, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", url, err)
+	}
+	defer c.Close()
+	rep, err := c.Request(dctx, stream, client.Payload{Action: "create", Data: map[string]any{"question_text": "bench"}})
+	if err != nil {
+		return nil, err
+	}
+	var obj struct {
+		ID any `json:"id"`
+	}
+	if rep.Decode(&obj) == nil && obj.ID != nil {
+		return obj.ID, nil
+	}
+	return 1, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var c cli
+	k := kong.Parse(&c, kong.Name("streamapi-bench"), kong.Description("Load tool and echo baseline for streamapi."), kong.BindTo(ctx, (*context.Context)(nil)))
+	if err := k.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,130 @@
+// Package loadtest drives any server that speaks the streamapi protocol,
+// for cmd/streamapi-bench. This first scenario is request/reply: N
+// connections, each with one request in flight, for a duration.
+package loadtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/streamapi/streamapi/client"
+)
+
+// RR configures a request/reply run against one target.
+type RR struct {
+	Name     string        // the target's name in the results ("streamapi", "echo")
+	URL      string        // its WebSocket URL
+	Conns    int           // connections, each with one request in flight
+	Duration time.Duration // how long to send
+	Stream   string        // e.g. "questions"
+	Action   string        // retrieve, create or list
+	PK       any           // for retrieve
+	Data     any           // for create and list
+}
+
+// Result is one run's measurements.
+type Result struct {
+	Scenario  string        `json:"scenario"`
+	Target    string        `json:"target"`
+	Action    string        `json:"action"`
+	Conns     int           `json:"conns"`
+	Requests  int64         `json:"requests"`
+	Errors    int64         `json:"errors"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	PerSecond float64       `json:"per_second"`
+	P50       time.Duration `json:"p50_ns"`
+	P99       time.Duration `json:"p99_ns"`
+	Max       time.Duration `json:"max_ns"`
+}
+
+// RequestReply runs cfg: it dials every connection first, then each sends
+// a request, waits for its reply, and sends the next, until the duration
+// ends. A reply with a status of 400 or more counts as an error.
+func RequestReply(ctx context.Context, cfg RR) (Result, error) {
+	if cfg.Conns <= 0 || cfg.Duration <= 0 {
+		return Result{}, errors.New("loadtest: Conns and Duration must be positive")
+	}
+	conns := make([]*client.Client, 0, cfg.Conns)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < cfg.Conns; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := client.Dial(dctx, cfg.URL, nil)
+		cancel()
+		if err != nil {
+			return Result{}, fmt.Errorf("loadtest: dial %s (connection %d): %w", cfg.URL, i+1, err)
+		}
+		conns = append(conns, c)
+	}
+	p := client.Payload{Action: cfg.Action, PK: cfg.PK, Data: cfg.Data}
+	lat := make([][]time.Duration, cfg.Conns)
+	errs := make([]int64, cfg.Conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(cfg.Duration)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			samples := make([]time.Duration, 0, 4096)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				rep, err := c.Request(rctx, cfg.Stream, p)
+				cancel()
+				if err != nil || rep.Status >= 400 {
+					errs[i]++
+					if err != nil {
+						break // the connection is gone
+					}
+					continue
+				}
+				samples = append(samples, time.Since(t0))
+			}
+			lat[i] = samples
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	r := Result{Scenario: "request/reply", Target: cfg.Name, Action: cfg.Action, Conns: cfg.Conns, Elapsed: elapsed}
+	var all []time.Duration
+	for i := range lat {
+		all = append(all, lat[i]...)
+		r.Errors += errs[i]
+	}
+	r.Requests = int64(len(all))
+	r.PerSecond = float64(r.Requests) / elapsed.Seconds()
+	if len(all) > 0 {
+		slices.Sort(all)
+		r.P50, r.P99, r.Max = all[len(all)/2], all[len(all)*99/100], all[len(all)-1]
+	}
+	return r, nil
+}
+
+// Table writes results as an aligned table.
+func Table(w io.Writer, rs []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\ttarget\taction\tconns\trequests\terrors\treq/s\tp50\tp99\tmax\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.Scenario, r.Target, r.Action, r.Conns, r.Requests, r.Errors, r.PerSecond,
+			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	}
+	return tw.Flush()
+}
+
+// JSON writes results as a JSON array.
+func JSON(w io.Writer, rs []Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rs)
+}

@@ -1,0 +1,90 @@
+package loadtest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamapi/streamapi/broker/memory"
+	"github.com/streamapi/streamapi/examples/polls"
+	"github.com/streamapi/streamapi/internal/echo"
+	"github.com/streamapi/streamapi/internal/loadtest"
+	"github.com/streamapi/streamapi/server"
+	"github.com/streamapi/streamapi/store/sqlstore"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"))
+}
+
+func wsURL(s *httptest.Server, path string) string {
+	return "ws" + strings.TrimPrefix(s.URL, "http") + path
+}
+
+// TestRequestReply drives the echo server and a polls server briefly and
+// checks the measurements hold together.
+func TestRequestReply(t *testing.T) {
+	ctx := context.Background()
+	es := httptest.NewServer(echo.New())
+	defer es.Close()
+
+	broker := memory.New()
+	defer broker.Close()
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"), sqlstore.Options{Publisher: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	app, err := polls.New(db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Questions.Create(ctx, &polls.Question{QuestionText: "q"}); err != nil {
+		t.Fatal(err)
+	}
+	api, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker, ChangeLog: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := httptest.NewServer(api.Handler())
+	defer func() {
+		api.Shutdown(ctx)
+		ss.Close()
+	}()
+
+	var rs []loadtest.Result
+	for _, target := range []struct{ name, url string }{{"echo", wsURL(es, "/")}, {"streamapi", wsURL(ss, "/ws")}} {
+		r, err := loadtest.RequestReply(ctx, loadtest.RR{Name: target.name, URL: target.url, Conns: 4, Duration: 300 * time.Millisecond, Stream: "questions", Action: "retrieve", PK: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Requests == 0 || r.Errors != 0 || r.PerSecond <= 0 || !(r.P50 <= r.P99 && r.P99 <= r.Max) || r.Max <= 0 {
+			t.Fatalf("%s: %+v", target.name, r)
+		}
+		rs = append(rs, r)
+	}
+	// A retrieve of a missing object is a 404: counted as errors.
+	r, err := loadtest.RequestReply(ctx, loadtest.RR{Name: "missing", URL: wsURL(ss, "/ws"), Conns: 2, Duration: 100 * time.Millisecond, Stream: "questions", Action: "retrieve", PK: 999})
+	if err != nil || r.Errors == 0 || r.Requests != 0 {
+		t.Fatalf("404s: %+v, %v", r, err)
+	}
+	var table, js bytes.Buffer
+	if err := loadtest.Table(&table, rs); err != nil || !strings.Contains(table.String(), "streamapi") {
+		t.Fatalf("table: %v\n%s", err, table.String())
+	}
+	if err := loadtest.JSON(&js, rs); err != nil || !json.Valid(js.Bytes()) {
+		t.Fatalf("json: %v", err)
+	}
+	if _, err := loadtest.RequestReply(ctx, loadtest.RR{URL: wsURL(ss, "/ws")}); err == nil {
+		t.Fatal("a run with no connections was accepted")
+	}
+}
