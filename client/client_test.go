@@ -3,17 +3,11 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/client"
-	"github.com/streamapi/streamapi/examples/polls"
-	"github.com/streamapi/streamapi/server"
-	"github.com/streamapi/streamapi/store/sqlstore"
+	"github.com/streamapi/streamapi/internal/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -22,34 +16,7 @@ func TestMain(m *testing.M) {
 }
 
 // serve starts the polls app and returns its WebSocket URL.
-func serve(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	broker := memory.New()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "c.db"), sqlstore.Options{Publisher: broker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	app, err := polls.New(db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	api, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(api)
-	t.Cleanup(func() {
-		api.Shutdown(ctx)
-		hs.Close()
-		broker.Close()
-		db.Close()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http")
-}
+func serve(t *testing.T) string { return testenv.PollsServer(t).WS }
 
 func TestClient_RequestsAfterCloseFail(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

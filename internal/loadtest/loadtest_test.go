@@ -5,17 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/examples/polls"
 	"github.com/streamapi/streamapi/internal/echo"
 	"github.com/streamapi/streamapi/internal/loadtest"
-	"github.com/streamapi/streamapi/server"
-	"github.com/streamapi/streamapi/store/sqlstore"
+	"github.com/streamapi/streamapi/internal/testenv"
 	"go.uber.org/goleak"
 )
 
@@ -34,35 +31,13 @@ func TestRequestReply(t *testing.T) {
 	es := httptest.NewServer(echo.New())
 	defer es.Close()
 
-	broker := memory.New()
-	defer broker.Close()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "l.db"), sqlstore.Options{Publisher: broker})
-	if err != nil {
+	p := testenv.PollsServer(t)
+	if err := p.App.Questions.Create(ctx, &polls.Question{QuestionText: "q"}); err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	app, err := polls.New(db, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := app.Questions.Create(ctx, &polls.Question{QuestionText: "q"}); err != nil {
-		t.Fatal(err)
-	}
-	api, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker, ChangeLog: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss := httptest.NewServer(api.Handler())
-	defer func() {
-		api.Shutdown(ctx)
-		ss.Close()
-	}()
 
 	var rs []loadtest.Result
-	for _, target := range []struct{ name, url string }{{"echo", wsURL(es, "/")}, {"streamapi", wsURL(ss, "/ws")}} {
+	for _, target := range []struct{ name, url string }{{"echo", wsURL(es, "/")}, {"streamapi", p.WS}} {
 		r, err := loadtest.RequestReply(ctx, loadtest.RR{Name: target.name, URL: target.url, Conns: 4, Duration: 300 * time.Millisecond, Stream: "questions", Action: "retrieve", PK: 1})
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +48,7 @@ func TestRequestReply(t *testing.T) {
 		rs = append(rs, r)
 	}
 	// A retrieve of a missing object is a 404: counted as errors.
-	r, err := loadtest.RequestReply(ctx, loadtest.RR{Name: "missing", URL: wsURL(ss, "/ws"), Conns: 2, Duration: 100 * time.Millisecond, Stream: "questions", Action: "retrieve", PK: 999})
+	r, err := loadtest.RequestReply(ctx, loadtest.RR{Name: "missing", URL: p.WS, Conns: 2, Duration: 100 * time.Millisecond, Stream: "questions", Action: "retrieve", PK: 999})
 	if err != nil || r.Errors == 0 || r.Requests != 0 {
 		t.Fatalf("404s: %+v, %v", r, err)
 	}
@@ -84,7 +59,7 @@ func TestRequestReply(t *testing.T) {
 	if err := loadtest.JSON(&js, rs); err != nil || !json.Valid(js.Bytes()) {
 		t.Fatalf("json: %v", err)
 	}
-	if _, err := loadtest.RequestReply(ctx, loadtest.RR{URL: wsURL(ss, "/ws")}); err == nil {
+	if _, err := loadtest.RequestReply(ctx, loadtest.RR{URL: p.WS}); err == nil {
 		t.Fatal("a run with no connections was accepted")
 	}
 }

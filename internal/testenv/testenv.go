@@ -1,7 +1,8 @@
 // Package testenv gives tests the local services named by environment
 // variables, and skips a test, saying which variable would run it, when
 // the variable is unset: `go test ./...` passes on a bare machine, and
-// .ci/run sets them all.
+// .ci/run sets them all. PollsServer serves the example app for tests
+// that need a whole server.
 //
 //	STREAMAPI_TEST_POSTGRES  a PostgreSQL URL whose user may create databases
 //	STREAMAPI_TEST_REDIS     a Redis URL (redis://127.0.0.1:6379)
