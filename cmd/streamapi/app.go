@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -33,6 +34,7 @@ type Flags struct {
 	MaxFrameBytes  int           `default:"1048576" env:"STREAMAPI_MAX_FRAME_BYTES" help:"Largest inbound WebSocket frame; bigger closes with 1009."`
 	Rate           float64       `default:"200" env:"STREAMAPI_RATE" help:"Inbound frames per second per connection before reads pause (backpressure); negative turns the limit off."`
 	Burst          int           `default:"400" env:"STREAMAPI_BURST" help:"Inbound frames a connection may send at once above --rate."`
+	PprofAddr      string        `name:"pprof-addr" env:"STREAMAPI_PPROF_ADDR" help:"Serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it publicly."`
 	LogLevel       string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
 	JWTSecret      string        `name:"jwt-secret" env:"STREAMAPI_JWT_SECRET" help:"Accept HS256 JWT bearer tokens signed with this secret (32 bytes or more); without it everyone is anonymous. With --debug, a token for the user \"demo\" is printed at start."`
 	AllowedOrigins []string      `env:"STREAMAPI_ALLOWED_ORIGINS" help:"Origins (scheme://host[:port]) whose pages may open the WebSocket besides this server's own; * for any."`
@@ -52,6 +54,7 @@ type Main struct {
 	http   *http.Server
 	ln     net.Listener
 	served chan error
+	pprof  *http.Server
 }
 
 // NewMain returns a Main writing to the process's stdout and stderr.
@@ -155,6 +158,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.ln, err = net.Listen("tcp", m.Flags.Addr); err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if m.Flags.PprofAddr != "" {
+		if err := m.servePprof(); err != nil {
+			return err
+		}
+	}
 	m.http = &http.Server{
 		Handler:           m.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -166,6 +174,25 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.Flags.Debug {
 		m.log.Info("debugger page", "url", "http://"+m.Addr()+"/channels-api/")
 	}
+	return nil
+}
+
+// servePprof serves the profiler's handlers on their own listener, apart
+// from the API.
+func (m *Main) servePprof() error {
+	ln, err := net.Listen("tcp", m.Flags.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = m.pprof.Serve(ln) }()
+	m.log.Info("pprof", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return nil
 }
 
@@ -193,6 +220,9 @@ func (m *Main) Close(ctx context.Context) error {
 		if err := <-m.served; !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
+	}
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Close())
 	}
 	if m.broker != nil {
 		errs = append(errs, m.broker.Close())

@@ -61,6 +61,7 @@ type DB struct {
 
 	tablesMu sync.RWMutex
 	tables   map[string]*table // by model label, for rows written by triggers
+	stmts    []*sql.Stmt       // the tables' prepared reads, closed with the pools
 
 	// pubMu is held from commit to the end of publishing when commit order
 	// must also be publish order (SQLite, or no change log), so that
@@ -219,6 +220,12 @@ func (db *DB) closePools() error {
 	if db.logStmt != nil {
 		db.logStmt.Close()
 	}
+	db.tablesMu.Lock()
+	for _, st := range db.stmts {
+		st.Close()
+	}
+	db.stmts = nil
+	db.tablesMu.Unlock()
 	if db.r == db.w {
 		return db.w.Close()
 	}
