@@ -239,7 +239,10 @@ func (a *App) ownerOnly(ctx context.Context, q *Question, action string) error {
 // followQuestion keeps the question's visibility on its choices, in the
 // same transaction: a choice whose question is unpublished leaves the view
 // of those who may no longer see it, as an event.
-func (a *App) followQuestion(ctx context.Context, q *Question, _ string) error {
+func (a *App) followQuestion(ctx context.Context, q *Question, action string) error {
+	if action == streamapi.ActionCreate {
+		return nil // a new question has no choices yet
+	}
 	choices, err := a.Choices.List(ctx, streamapi.ListQuery{Equal: map[string]any{"question_id": q.ID}})
 	if err != nil {
 		return err
