@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/streamapi/streamapi"
 	"github.com/uptrace/bun"
@@ -20,9 +21,8 @@ import (
 type table struct {
 	db *DB
 
-	getOnce sync.Once // getStmt is prepared on first use (SQLite reads)
-	getStmt *sql.Stmt
-	getErr  error
+	getMu   sync.Mutex               // serializes preparing getStmt
+	getStmt atomic.Pointer[sql.Stmt] // the read by pk, prepared on first use (SQLite)
 
 	label   string
 	typ     reflect.Type // the struct type
@@ -92,23 +92,11 @@ func (t *table) Get(ctx context.Context, dst any, pk any) error {
 // parse the query on every call (bun formats arguments into the SQL text),
 // which took a fifth of the server's CPU under a retrieve load.
 func (t *table) getPrepared(ctx context.Context, dst any, pk any) error {
-	t.getOnce.Do(func() {
-		cols := make([]string, len(t.meta.Fields))
-		for i, f := range t.meta.Fields {
-			cols[i] = string(f.SQLName)
-		}
-		q := "SELECT " + strings.Join(cols, ", ") + " FROM " + string(t.meta.SQLName) + " WHERE " + string(t.pk.SQLName) + " = ? LIMIT 1"
-		t.getStmt, t.getErr = t.db.r.DB.PrepareContext(context.WithoutCancel(ctx), q)
-		if t.getErr == nil {
-			t.db.tablesMu.Lock()
-			t.db.stmts = append(t.db.stmts, t.getStmt)
-			t.db.tablesMu.Unlock()
-		}
-	})
-	if t.getErr != nil {
-		return fmt.Errorf("get %s: prepare: %w", t.label, t.getErr)
+	stmt, err := t.preparedGet(ctx)
+	if err != nil {
+		return fmt.Errorf("get %s: prepare: %w", t.label, err)
 	}
-	rows, err := t.getStmt.QueryContext(ctx, pk)
+	rows, err := stmt.QueryContext(ctx, pk)
 	if err != nil {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
 	}
@@ -123,6 +111,34 @@ func (t *table) getPrepared(ctx context.Context, dst any, pk any) error {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
 	}
 	return rows.Close()
+}
+
+// preparedGet returns the read-by-pk statement, preparing it the first
+// time. A failure is not kept: the table may not exist yet (a resource
+// declared before the migration that creates it).
+func (t *table) preparedGet(ctx context.Context) (*sql.Stmt, error) {
+	if stmt := t.getStmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	t.getMu.Lock()
+	defer t.getMu.Unlock()
+	if stmt := t.getStmt.Load(); stmt != nil {
+		return stmt, nil
+	}
+	cols := make([]string, len(t.meta.Fields))
+	for i, f := range t.meta.Fields {
+		cols[i] = string(f.SQLName)
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + string(t.meta.SQLName) + " WHERE " + string(t.pk.SQLName) + " = ? LIMIT 1"
+	stmt, err := t.db.r.DB.PrepareContext(context.WithoutCancel(ctx), q)
+	if err != nil {
+		return nil, err
+	}
+	t.getStmt.Store(stmt)
+	t.db.tablesMu.Lock()
+	t.db.stmts = append(t.db.stmts, stmt)
+	t.db.tablesMu.Unlock()
+	return stmt, nil
 }
 
 func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error {
