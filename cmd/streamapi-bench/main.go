@@ -28,8 +28,43 @@ import (
 )
 
 type cli struct {
-	Echo echoCmd `cmd:"" help:"Serve the bare echo server (same WebSocket library, no store)."`
-	RR   rrCmd   `cmd:"" name:"rr" help:"Request/reply: N connections, one request in flight each."`
+	Echo   echoCmd   `cmd:"" help:"Serve the bare echo server (same WebSocket library, no store)."`
+	RR     rrCmd     `cmd:"" name:"rr" help:"Request/reply: N connections, one request in flight each."`
+	Fanout fanoutCmd `cmd:"" help:"Fan-out: S subscribers of one object, one writer; latency from each write's reply to each delivery."`
+}
+
+type fanoutCmd struct {
+	URL         string        `required:"" help:"WebSocket URL of a streamapi server."`
+	Name        string        `default:"streamapi" help:"The target's name in the results."`
+	Subscribers int           `default:"1000" help:"Subscriber connections."`
+	Updates     int           `default:"20" help:"Updates the writer makes."`
+	Interval    time.Duration `default:"200ms" help:"Time between updates."`
+	Stream      string        `default:"questions" help:"Stream to address."`
+	JSON        string        `name:"json" help:"Also write the result as JSON to this file."`
+}
+
+func (c *fanoutCmd) Run(ctx context.Context) error {
+	pk, err := seed(ctx, c.URL, c.Stream)
+	if err != nil {
+		return err
+	}
+	r, err := loadtest.RunFanout(ctx, loadtest.Fanout{Name: c.Name, URL: c.URL, Subscribers: c.Subscribers, Updates: c.Updates, Interval: c.Interval, Stream: c.Stream, PK: pk})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("GOMAXPROCS=%d (this process); %d subscribers, %d updates: %d deliveries expected, %d lost\n", runtime.GOMAXPROCS(0), r.Subscribers, c.Updates, r.Expected, r.Lost)
+	if err := loadtest.Table(os.Stdout, []loadtest.Result{r.Result}); err != nil {
+		return err
+	}
+	if c.JSON != "" {
+		f, err := os.Create(c.JSON)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return loadtest.JSON(f, []loadtest.Result{r.Result})
+	}
+	return nil
 }
 
 type echoCmd struct {

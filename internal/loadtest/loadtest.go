@@ -128,3 +128,124 @@ func JSON(w io.Writer, rs []Result) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(rs)
 }
+
+// Fanout configures a fan-out run: Subscribers connections subscribe to
+// updates of one object, then one writer updates it Updates times, every
+// Interval; each delivery's latency is measured from the write's reply.
+type Fanout struct {
+	Name        string
+	URL         string
+	Subscribers int
+	Updates     int
+	Interval    time.Duration
+	Stream      string // e.g. "questions"
+	PK          any    // the object; it must exist
+	Field       string // a text field the writer sets, e.g. "question_text"
+}
+
+// FanoutResult adds what a fan-out run measures to Result: deliveries
+// expected and lost.
+type FanoutResult struct {
+	Result
+	Subscribers int   `json:"subscribers"`
+	Expected    int64 `json:"expected"`
+	Lost        int64 `json:"lost"`
+}
+
+// RunFanout runs cfg. A delivery that arrives before its write's reply (the
+// in-process broker fans out before the reply is queued) counts as 0.
+func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
+	if cfg.Subscribers <= 0 || cfg.Updates <= 0 {
+		return FanoutResult{}, errors.New("loadtest: Subscribers and Updates must be positive")
+	}
+	if cfg.Field == "" {
+		cfg.Field = "question_text"
+	}
+	subs := make([]*client.Client, 0, cfg.Subscribers)
+	defer func() {
+		for _, c := range subs {
+			c.Close()
+		}
+	}()
+	type arrival struct {
+		k  int
+		at time.Time
+	}
+	arrivals := make([][]arrival, cfg.Subscribers)
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Subscribers; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		c, err := client.Dial(dctx, cfg.URL, &client.Options{EventBuffer: cfg.Updates + 16})
+		if err == nil {
+			var s *client.Subscription
+			if s, err = c.Subscribe(dctx, cfg.Stream, "update", cfg.PK); err != nil {
+				c.Close()
+			} else {
+				subs = append(subs, c)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ev := range s.C {
+						var obj map[string]any
+						if json.Unmarshal(ev.Data, &obj) != nil {
+							continue
+						}
+						var k int
+						if _, err := fmt.Sscanf(fmt.Sprint(obj[cfg.Field]), "fanout-%d", &k); err == nil {
+							arrivals[i] = append(arrivals[i], arrival{k, time.Now()})
+						}
+					}
+				}()
+			}
+		}
+		cancel()
+		if err != nil {
+			return FanoutResult{}, fmt.Errorf("loadtest: subscriber %d: %w", i+1, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	w, err := client.Dial(wctx, cfg.URL, nil)
+	if err != nil {
+		return FanoutResult{}, fmt.Errorf("loadtest: writer: %w", err)
+	}
+	defer w.Close()
+	replied := make([]time.Time, cfg.Updates)
+	start := time.Now()
+	var errs int64
+	for k := 0; k < cfg.Updates; k++ {
+		rep, err := w.Request(wctx, cfg.Stream, client.Payload{Action: "patch", PK: cfg.PK, Data: map[string]any{cfg.Field: fmt.Sprintf("fanout-%d", k)}})
+		replied[k] = time.Now()
+		if err != nil || rep.Status >= 400 {
+			errs++
+		}
+		time.Sleep(cfg.Interval)
+	}
+	// Let the last deliveries arrive, then stop the readers.
+	time.Sleep(2*time.Second + cfg.Interval)
+	elapsed := time.Since(start)
+	for _, c := range subs {
+		c.Close()
+	}
+	subs = nil
+	wg.Wait()
+	var lat []time.Duration
+	for i := range arrivals {
+		for _, a := range arrivals[i] {
+			d := a.at.Sub(replied[a.k])
+			if d < 0 {
+				d = 0
+			}
+			lat = append(lat, d)
+		}
+	}
+	r := FanoutResult{Subscribers: cfg.Subscribers, Expected: int64(cfg.Subscribers * cfg.Updates)}
+	r.Result = Result{Scenario: "fan-out", Target: cfg.Name, Action: "update", Conns: cfg.Subscribers + 1, Requests: int64(len(lat)), Errors: errs, Elapsed: elapsed}
+	r.PerSecond = float64(len(lat)) / elapsed.Seconds()
+	r.Lost = r.Expected - int64(len(lat))
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50, r.P99, r.Max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	return r, nil
+}

@@ -62,4 +62,18 @@ func TestRequestReply(t *testing.T) {
 	if _, err := loadtest.RequestReply(ctx, loadtest.RR{URL: p.WS}); err == nil {
 		t.Fatal("a run with no connections was accepted")
 	}
+
+	// Fan-out: 20 subscribers, 3 updates: 60 deliveries, none lost.
+	f, err := loadtest.RunFanout(ctx, loadtest.Fanout{Name: "streamapi", URL: p.WS, Subscribers: 20, Updates: 3, Interval: 10 * time.Millisecond, Stream: "questions", PK: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || !(f.P50 <= f.P99 && f.P99 <= f.Max) {
+		t.Fatalf("fan-out: %+v", f)
+	}
+	// Updates to an object that does not exist: every delivery lost.
+	f, err = loadtest.RunFanout(ctx, loadtest.Fanout{URL: p.WS, Subscribers: 2, Updates: 2, Stream: "questions", PK: 999})
+	if err != nil || f.Lost != 4 || f.Errors != 2 {
+		t.Fatalf("fan-out to a missing object: %+v, %v", f, err)
+	}
 }
