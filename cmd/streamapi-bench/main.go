@@ -53,18 +53,23 @@ func (c *fanoutCmd) Run(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("GOMAXPROCS=%d (this process); %d subscribers, %d updates: %d deliveries expected, %d lost\n", runtime.GOMAXPROCS(0), r.Subscribers, c.Updates, r.Expected, r.Lost)
-	if err := loadtest.Table(os.Stdout, []loadtest.Result{r.Result}); err != nil {
+	return report([]loadtest.Result{r.Result}, c.JSON, r)
+}
+
+// report prints the table, and writes v as JSON to path when it is set.
+func report(rs []loadtest.Result, path string, v any) error {
+	if err := loadtest.Table(os.Stdout, rs); err != nil {
 		return err
 	}
-	if c.JSON != "" {
-		f, err := os.Create(c.JSON)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return loadtest.JSON(f, []loadtest.Result{r.Result})
+	if path == "" {
+		return nil
 	}
-	return nil
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return loadtest.JSON(f, v)
 }
 
 type echoCmd struct {
@@ -119,18 +124,7 @@ func (c *rrCmd) Run(ctx context.Context) error {
 		results = append(results, r)
 	}
 	fmt.Printf("GOMAXPROCS=%d (this process)\n", runtime.GOMAXPROCS(0))
-	if err := loadtest.Table(os.Stdout, results); err != nil {
-		return err
-	}
-	if c.JSON != "" {
-		f, err := os.Create(c.JSON)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return loadtest.JSON(f, results)
-	}
-	return nil
+	return report(results, c.JSON, results)
 }
 
 // seed creates the object a retrieve run reads, and returns its pk (1 for

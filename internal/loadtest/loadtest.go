@@ -122,11 +122,12 @@ func Table(w io.Writer, rs []Result) error {
 	return tw.Flush()
 }
 
-// JSON writes results as a JSON array.
-func JSON(w io.Writer, rs []Result) error {
+// JSON writes results (a Result, a FanoutResult or a slice of them) as
+// indented JSON.
+func JSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(rs)
+	return enc.Encode(v)
 }
 
 // Fanout configures a fan-out run: Subscribers connections subscribe to
