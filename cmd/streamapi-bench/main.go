@@ -31,6 +31,38 @@ type cli struct {
 	Echo   echoCmd   `cmd:"" help:"Serve the bare echo server (same WebSocket library, no store)."`
 	RR     rrCmd     `cmd:"" name:"rr" help:"Request/reply: N connections, one request in flight each."`
 	Fanout fanoutCmd `cmd:"" help:"Fan-out: S subscribers of one object, one writer; latency from each write's reply to each delivery."`
+	Idle   idleCmd   `cmd:"" help:"Idle: N subscribed connections held open; the server's RSS per connection, from /proc."`
+}
+
+type idleCmd struct {
+	URL       string        `required:"" help:"WebSocket URL of a streamapi server."`
+	ServerPID int           `name:"server-pid" required:"" help:"The server's process id, to read its RSS."`
+	Conns     int           `default:"1000" help:"Connections to open, each subscribed to updates of one object."`
+	Settle    time.Duration `default:"5s" help:"Wait after the last connection before reading the RSS."`
+	Stream    string        `default:"questions" help:"Stream to address."`
+	JSON      string        `name:"json" help:"Also write the result as JSON to this file."`
+}
+
+func (c *idleCmd) Run(ctx context.Context) error {
+	pk, err := seed(ctx, c.URL, c.Stream)
+	if err != nil {
+		return err
+	}
+	r, err := loadtest.RunIdle(ctx, loadtest.Idle{URL: c.URL, Conns: c.Conns, Stream: c.Stream, PK: pk, ServerPID: c.ServerPID, Settle: c.Settle})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("idle: %d connections (%d failed) in %.1f s (%.0f/s); server RSS %d KiB -> %d KiB: %.0f bytes per connection\n",
+		r.Conns-r.Errors, r.Errors, r.ConnectSeconds, r.ConnsPerSecond, r.RSSBeforeKiB, r.RSSAfterKiB, r.BytesPerConn)
+	if c.JSON == "" {
+		return nil
+	}
+	f, err := os.Create(c.JSON)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return loadtest.JSON(f, r)
 }
 
 type fanoutCmd struct {

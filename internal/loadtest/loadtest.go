@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -247,6 +249,98 @@ func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		r.P50, r.P99, r.Max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	return r, nil
+}
+
+// Idle configures an idle run: Conns connections, each subscribed to
+// updates of one object, held open; the server's resident memory is read
+// from /proc before and after (with the server's PID).
+type Idle struct {
+	URL       string
+	Conns     int
+	Stream    string
+	PK        any
+	ServerPID int           // the server process, for /proc/PID/status
+	Settle    time.Duration // wait after the last connection, before reading
+}
+
+// IdleResult is what an idle run measures.
+type IdleResult struct {
+	Conns          int     `json:"conns"`
+	Errors         int     `json:"errors"`
+	RSSBeforeKiB   int64   `json:"rss_before_kib"`
+	RSSAfterKiB    int64   `json:"rss_after_kib"`
+	BytesPerConn   float64 `json:"bytes_per_conn"`
+	ConnectSeconds float64 `json:"connect_seconds"`
+	ConnsPerSecond float64 `json:"conns_per_second"`
+}
+
+// RSS returns a process's resident set size in KiB (VmRSS in
+// /proc/PID/status).
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kib int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kib); err != nil {
+				return 0, err
+			}
+			return kib, nil
+		}
+	}
+	return 0, errors.New("loadtest: no VmRSS in /proc status")
+}
+
+// RunIdle opens cfg.Conns subscribed connections, keeps them open for the
+// measurement, and closes them at the end.
+func RunIdle(ctx context.Context, cfg Idle) (IdleResult, error) {
+	r := IdleResult{Conns: cfg.Conns}
+	before, err := RSS(cfg.ServerPID)
+	if err != nil {
+		return r, fmt.Errorf("loadtest: server RSS: %w", err)
+	}
+	r.RSSBeforeKiB = before
+	conns := make([]*client.Client, 0, cfg.Conns)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < cfg.Conns; i++ {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		c, err := client.Dial(dctx, cfg.URL, &client.Options{EventBuffer: 4, UnmatchedBuffer: 4})
+		if err == nil {
+			_, err = c.Subscribe(dctx, cfg.Stream, "update", cfg.PK)
+			if err != nil {
+				c.Close()
+			} else {
+				conns = append(conns, c)
+			}
+		}
+		cancel()
+		if err != nil {
+			r.Errors++
+		}
+	}
+	r.ConnectSeconds = time.Since(start).Seconds()
+	r.ConnsPerSecond = float64(len(conns)) / r.ConnectSeconds
+	select {
+	case <-time.After(cfg.Settle):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	after, err := RSS(cfg.ServerPID)
+	if err != nil {
+		return r, fmt.Errorf("loadtest: server RSS: %w", err)
+	}
+	r.RSSAfterKiB = after
+	if len(conns) > 0 {
+		r.BytesPerConn = float64(after-before) * 1024 / float64(len(conns))
 	}
 	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -70,6 +71,14 @@ func TestRequestReply(t *testing.T) {
 	}
 	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || !(f.P50 <= f.P99 && f.P99 <= f.Max) {
 		t.Fatalf("fan-out: %+v", f)
+	}
+	// Idle: this process serves, so its own RSS grows with the connections.
+	idle, err := loadtest.RunIdle(ctx, loadtest.Idle{URL: p.WS, Conns: 50, Stream: "questions", PK: 1, ServerPID: os.Getpid()})
+	if err != nil || idle.Errors != 0 || idle.RSSBeforeKiB <= 0 || idle.RSSAfterKiB <= 0 || idle.ConnsPerSecond <= 0 {
+		t.Fatalf("idle: %+v, %v", idle, err)
+	}
+	if _, err := loadtest.RSS(-1); err == nil {
+		t.Fatal("RSS of no process succeeded")
 	}
 	// Updates to an object that does not exist: every delivery lost.
 	f, err = loadtest.RunFanout(ctx, loadtest.Fanout{URL: p.WS, Subscribers: 2, Updates: 2, Stream: "questions", PK: 999})
