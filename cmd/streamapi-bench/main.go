@@ -54,15 +54,7 @@ func (c *idleCmd) Run(ctx context.Context) error {
 	}
 	fmt.Printf("idle: %d connections (%d failed) in %.1f s (%.0f/s); server RSS %d KiB -> %d KiB: %.0f bytes per connection\n",
 		r.Conns-r.Errors, r.Errors, r.ConnectSeconds, r.ConnsPerSecond, r.RSSBeforeKiB, r.RSSAfterKiB, r.BytesPerConn)
-	if c.JSON == "" {
-		return nil
-	}
-	f, err := os.Create(c.JSON)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return loadtest.JSON(f, r)
+	return writeJSON(c.JSON, r)
 }
 
 type fanoutCmd struct {
@@ -93,6 +85,11 @@ func report(rs []loadtest.Result, path string, v any) error {
 	if err := loadtest.Table(os.Stdout, rs); err != nil {
 		return err
 	}
+	return writeJSON(path, v)
+}
+
+// writeJSON writes v as JSON to path, when path is set.
+func writeJSON(path string, v any) error {
 	if path == "" {
 		return nil
 	}
