@@ -279,9 +279,9 @@ func (r *recorder) waitSeq(last int64, within time.Duration) []event {
 // order, and still does a moment later (nothing repeated after the last).
 func (r *recorder) exactlyOnceInOrder(from, to int64) []event {
 	r.t.Helper()
-	evs := r.waitSeq(to, 15*time.Second)
+	r.waitSeq(to, 15*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	evs = r.events()
+	evs := r.events()
 	if n := r.c.Dropped(); n > 0 {
 		r.t.Fatalf("the recording client dropped %d frames (its buffer was full)", n)
 	}
@@ -316,16 +316,6 @@ func lastSeq(t *testing.T, db *sql.DB, model string) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-func openSQL(t *testing.T, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
 }
 
 // write performs one action on a question and returns the status and the
@@ -450,7 +440,7 @@ func TestCluster_EveryEventOnceInOrderAcrossNodes(t *testing.T) {
 			b := startNode(t, "B", dsn, url, "--change-poll", "1h")
 			rec := record(t, a, "questions", -1)
 			n := writes(t, b, 4, func(i int) bool { return i < 25 }, 0)
-			last := lastSeq(t, openSQL(t, dsn), "polls.question")
+			last := lastSeq(t, testenv.SQL(t, dsn), "polls.question")
 			if int64(n) != last {
 				t.Fatalf("%d writes acknowledged, the log's last seq is %d", n, last)
 			}
@@ -570,7 +560,7 @@ func TestCluster_BrokerRestart(t *testing.T) {
 			time.Sleep(3 * time.Second)
 			close(stop)
 			n := <-done
-			last := lastSeq(t, openSQL(t, dsn), "polls.question")
+			last := lastSeq(t, testenv.SQL(t, dsn), "polls.question")
 			if int64(n) != last {
 				t.Fatalf("%d writes acknowledged, the log's last seq is %d", n, last)
 			}
@@ -622,7 +612,7 @@ func TestCluster_NodeKilled(t *testing.T) {
 	wg.Wait()
 	// A COMMIT sent just before the kill may still be landing.
 	time.Sleep(300 * time.Millisecond)
-	last := lastSeq(t, openSQL(t, dsn), "polls.question")
+	last := lastSeq(t, testenv.SQL(t, dsn), "polls.question")
 	if last == 0 {
 		t.Fatal("no write committed before the kill")
 	}
@@ -718,7 +708,7 @@ func TestCluster_DirectSQL(t *testing.T) {
 	// From seq 1 on: node B may not have delivered the create yet.
 	ra := record(t, a, "questions", 1)
 	rb := record(t, b, "questions", 1)
-	db := openSQL(t, dsn)
+	db := testenv.SQL(t, dsn)
 	if _, err := db.Exec("UPDATE polls_question SET question_text = 'typed in psql' WHERE id = $1", id); err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,16 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/streamapi/streamapi/auth/jwtauth"
-	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/client"
-	"github.com/streamapi/streamapi/examples/polls"
-	"github.com/streamapi/streamapi/server"
-	"github.com/streamapi/streamapi/store/sqlstore"
+	"github.com/streamapi/streamapi/internal/testenv"
 )
 
 // pollsAuth serves the polls app with tokens on, as cmd/streamapi
@@ -27,37 +21,12 @@ type pollsAuth struct {
 
 func startPollsAuth(t *testing.T) *pollsAuth {
 	t.Helper()
-	ctx := context.Background()
-	broker := memory.New()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "p.db"), sqlstore.Options{Publisher: broker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	app, err := polls.NewWithOptions(db, polls.Options{Auth: true})
-	if err != nil {
-		t.Fatal(err)
-	}
 	a, err := jwtauth.New(jwtauth.Config{Secret: jwtSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker, ChangeLog: db, Authenticator: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		hs.Close()
-		broker.Close()
-		db.Close()
-	})
-	return &pollsAuth{ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", base: hs.URL}
+	p := testenv.PollsServer(t, testenv.PollsAuth(a))
+	return &pollsAuth{ws: p.WS, base: p.Base}
 }
 
 func (p *pollsAuth) dial(t *testing.T, user string) *client.Client {

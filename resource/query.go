@@ -156,13 +156,13 @@ type param struct {
 	isJSON bool
 }
 
-// Params are a list request's query parameters, from either surface.
-type Params map[string]param
+// params are a list request's query parameters, from either surface.
+type params map[string]param
 
-// ParamsFromQuery reads REST query parameters (the last value of a
+// paramsFromQuery reads REST query parameters (the last value of a
 // repeated name).
-func ParamsFromQuery(q map[string][]string) Params {
-	p := make(Params, len(q))
+func paramsFromQuery(q map[string][]string) params {
+	p := make(params, len(q))
 	for k, vs := range q {
 		if len(vs) > 0 {
 			p[k] = param{text: vs[len(vs)-1]}
@@ -171,16 +171,16 @@ func ParamsFromQuery(q map[string][]string) Params {
 	return p
 }
 
-// ParamsFromData reads the keys of a WebSocket list request's data.
-func ParamsFromData(data json.RawMessage) (Params, error) {
+// paramsFromData reads the keys of a WebSocket list request's data.
+func paramsFromData(data json.RawMessage) (params, error) {
 	if len(data) == 0 || string(data) == "null" {
-		return Params{}, nil
+		return params{}, nil
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil || m == nil {
 		return nil, notADict(data)
 	}
-	p := make(Params, len(m))
+	p := make(params, len(m))
 	for k, v := range m {
 		if string(v) == "null" {
 			continue
@@ -238,7 +238,7 @@ type listQuery struct {
 }
 
 // parse reads p into a list query, collecting a message per bad parameter.
-func (r *Resource[T]) parse(p Params) (*listQuery, error) {
+func (r *Resource[T]) parse(p params) (*listQuery, error) {
 	lq := &listQuery{page: 1}
 	errs := streamapi.FieldErrors{}
 	for name, v := range p {
@@ -738,7 +738,7 @@ func project[T any](objs []T, fields []*queryField) (any, error) {
 // Conds parses the filters and search of REST-style query parameters into
 // the conditions Match evaluates (and the store runs in SQL).
 func (r *Resource[T]) Conds(query map[string][]string) ([]streamapi.Cond, error) {
-	lq, err := r.parse(ParamsFromQuery(query))
+	lq, err := r.parse(paramsFromQuery(query))
 	if err != nil {
 		return nil, err
 	}

@@ -193,7 +193,7 @@ func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, quer
 	if err := r.Authorize(ctx, req.User, streamapi.ActionList, nil); err != nil {
 		return streamapi.Page{}, err
 	}
-	lq, err := r.parse(ParamsFromQuery(query))
+	lq, err := r.parse(paramsFromQuery(query))
 	if err != nil {
 		return streamapi.Page{}, err
 	}
@@ -407,7 +407,7 @@ func reply(data any, status int, err error) streamapi.Reply {
 // original; with "with_count": true, {"count", "next", "previous",
 // "results"} with page numbers; with "cursor", {"next", "results"}.
 func (r *Resource[T]) serveList(ctx context.Context, req *streamapi.Request) streamapi.Reply {
-	p, err := ParamsFromData(req.Data)
+	p, err := paramsFromData(req.Data)
 	if err != nil {
 		return streamapi.Reply{Err: err}
 	}

@@ -14,7 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"net/url"
 	"sync"
 	"time"
 
@@ -88,13 +88,11 @@ func Open(ctx context.Context, url string, opts Options) (*Broker, error) {
 	return b, nil
 }
 
-func redact(url string) string {
-	if at := strings.LastIndex(url, "@"); at >= 0 {
-		if i := strings.Index(url, "://"); i >= 0 && i < at {
-			return url[:i+3] + "***" + url[at:]
-		}
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
 	}
-	return url
+	return raw
 }
 
 // Publish sends each change to its model's subject, in order. While the

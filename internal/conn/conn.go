@@ -213,7 +213,7 @@ func (u *Upgrader) OnMessage(socket *gws.Conn, msg *gws.Message) {
 			return
 		}
 	}
-	u.h.HandleFrame(c.ctx, c, msg.Bytes())
+	u.h.HandleFrame(c.uctx.Load().Context, c, msg.Bytes())
 }
 
 // OnPing implements gws.Event: the pong echoes the ping's payload, as RFC
@@ -340,7 +340,8 @@ type Conn struct {
 	ws      *gws.Conn
 	u       *Upgrader
 	user    atomic.Pointer[streamapi.User]
-	expiry  *time.Timer // closes the connection when the user's credentials expire
+	uctx    atomic.Pointer[userCtx] // ctx carrying the current user, made once per SetUser
+	expiry  *time.Timer             // closes the connection when the user's credentials expire
 	ctx     context.Context
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
@@ -365,6 +366,16 @@ var _ streamapi.Peer = (*Conn)(nil)
 // User returns the authenticated user, nil for anonymous.
 func (c *Conn) User() *streamapi.User { return c.user.Load() }
 
+// userCtx is the context handed to the handler: the connection's, carrying
+// its current user (resources read it with streamapi.UserFrom).
+type userCtx struct{ context.Context }
+
+// setUser stores u and the context that carries it.
+func (c *Conn) setUser(u *streamapi.User) {
+	c.user.Store(u)
+	c.uctx.Store(&userCtx{streamapi.WithUser(c.ctx, u)})
+}
+
 // CloseTokenExpired is the close code of a connection whose user's
 // credentials expired without being renewed (as graphql-ws's 4401).
 const CloseTokenExpired = 4401
@@ -373,9 +384,9 @@ const CloseTokenExpired = 4401
 // it). When u's credentials expire, the connection closes with 4401
 // "token expired" unless SetUser is called again before.
 func (c *Conn) SetUser(u *streamapi.User) {
-	c.user.Store(u)
-	c.mu.Lock()
+	c.mu.Lock() // orders renewals with the expiry timer
 	defer c.mu.Unlock()
+	c.setUser(u)
 	if c.expiry != nil {
 		c.expiry.Stop()
 		c.expiry = nil
@@ -384,10 +395,15 @@ func (c *Conn) SetUser(u *streamapi.User) {
 		return
 	}
 	c.expiry = time.AfterFunc(time.Until(u.Expires), func() {
-		if c.user.CompareAndSwap(u, nil) { // not renewed meanwhile
-			// Frames still arriving are the anonymous user's, and the
-			// subscriptions go at once.
-			c.u.h.Closed(c)
+		c.mu.Lock()
+		expired := c.user.Load() == u // not renewed meanwhile
+		if expired {
+			// Frames still arriving are the anonymous user's.
+			c.setUser(nil)
+		}
+		c.mu.Unlock()
+		if expired {
+			c.u.h.Closed(c) // the subscriptions go at once
 			c.closeNow(CloseTokenExpired, "token expired")
 		}
 	})

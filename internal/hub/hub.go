@@ -285,7 +285,7 @@ func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
 	pk := string(c.PK)
 	for _, stream := range h.streams[c.Model] {
 		if s := h.scopes[stream]; s != nil {
-			h.publishScoped(ctx, stream, s, &c)
+			h.publishScoped(ctx, stream, s, c)
 			continue
 		}
 		anyOf := h.subs[subKey{stream, c.Action, ""}]
@@ -329,13 +329,15 @@ func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
 // subscriber gets the change as its user sees it (nothing, or a create,
 // update or delete), evaluated in memory once per user. Events are still
 // encoded once per kind. h.mu is held (read).
-func (h *Hub) publishScoped(ctx context.Context, stream string, s streamapi.Scoper, c *streamapi.Change) {
-	vis := s.Visibility(c)
+func (h *Hub) publishScoped(ctx context.Context, stream string, s streamapi.Scoper, c streamapi.Change) {
+	// c by value: taking the caller's address would move every change,
+	// scoped or not, to the heap.
+	vis := s.Visibility(&c)
 	pk := string(c.PK)
 	// as returns the change as u sees it.
 	as := func(u *streamapi.User) (streamapi.Change, bool) {
 		b, a := vis(u)
-		return streamapi.AsSeen(*c, b, a)
+		return streamapi.AsSeen(c, b, a)
 	}
 	frames := map[string]streamapi.Frame{}
 	frame := func(seen *streamapi.Change) (streamapi.Frame, bool) {

@@ -64,8 +64,6 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	req, err := wire.DecodeRequest(frame)
 	after := nothing
 	var rep streamapi.Reply
-	// The user of this frame: renewed in-band, so read per frame.
-	ctx = streamapi.WithUser(ctx, p.User())
 	switch {
 	case err != nil:
 		rep = streamapi.Reply{Err: err}

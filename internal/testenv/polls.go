@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/examples/polls"
 	"github.com/streamapi/streamapi/server"
@@ -15,13 +16,23 @@ import (
 
 // Polls is the polls app served over a test HTTP server.
 type Polls struct {
-	WS  string // the WebSocket URL
-	App *polls.App
+	WS   string // the WebSocket URL
+	Base string // the HTTP base URL (REST at Base+"/api/")
+	App  *polls.App
+}
+
+// PollsAuth serves the app with owners and their rules (polls.Options.Auth)
+// behind a, as cmd/streamapi --jwt-secret does.
+func PollsAuth(a streamapi.Authenticator) func(*polls.Options, *server.Config) {
+	return func(o *polls.Options, c *server.Config) {
+		o.Auth = true
+		c.Authenticator = a
+	}
 }
 
 // PollsServer serves the polls app on a fresh SQLite file with the
 // in-process broker and the change log, until the test ends.
-func PollsServer(tb testing.TB) *Polls {
+func PollsServer(tb testing.TB, opts ...func(*polls.Options, *server.Config)) *Polls {
 	tb.Helper()
 	ctx := context.Background()
 	broker := memory.New()
@@ -32,11 +43,17 @@ func PollsServer(tb testing.TB) *Polls {
 	if err := db.Migrate(ctx, polls.Migrations()); err != nil {
 		tb.Fatal(err)
 	}
-	app, err := polls.New(db, nil)
+	var po polls.Options
+	cfg := server.Config{Broker: broker, ChangeLog: db}
+	for _, o := range opts {
+		o(&po, &cfg)
+	}
+	app, err := polls.NewWithOptions(db, po)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	api, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker, ChangeLog: db})
+	cfg.Resources = app.Resources()
+	api, err := server.New(ctx, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -47,5 +64,5 @@ func PollsServer(tb testing.TB) *Polls {
 		broker.Close()
 		db.Close()
 	})
-	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", App: app}
+	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Base: hs.URL, App: app}
 }

@@ -14,7 +14,6 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"os"
 	"testing"
@@ -85,11 +84,14 @@ func NATS(tb testing.TB) string {
 	return Lookup(tb, "STREAMAPI_TEST_NATS", "a NATS URL such as nats://127.0.0.1:4222")
 }
 
-// String formats a service URL for messages without its password.
-func String(raw string) string {
-	u, err := url.Parse(raw)
+// SQL opens a plain database/sql connection to dsn, as another program
+// (psql, a batch job) would have, closed when the test ends.
+func SQL(tb testing.TB, dsn string) *sql.DB {
+	tb.Helper()
+	db, err := sql.Open("pgx", dsn)
 	if err != nil {
-		return fmt.Sprintf("%q", raw)
+		tb.Fatal(err)
 	}
-	return u.Redacted()
+	tb.Cleanup(func() { db.Close() })
+	return db
 }

@@ -2,7 +2,6 @@ package sqlstore_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -61,7 +60,7 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 	case <-time.After(5 * time.Second):
 	}
 	// Three written as psql would, on another connection.
-	other := psql(t, dsn)
+	other := testenv.SQL(t, dsn)
 	for _, q := range []string{
 		`INSERT INTO sqlstore_note (body, created_at) VALUES ('theirs', '2026-11-29 15:00:00+00')`,
 		`UPDATE sqlstore_note SET body = 'edited' WHERE body = 'mine'`,
@@ -110,17 +109,6 @@ func TestPostgres_TriggerLogsOutsideWrites(t *testing.T) {
 	}
 }
 
-// psql opens a plain connection, as another program would have.
-func psql(t *testing.T, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func equalJSON(a, b map[string]any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
@@ -158,7 +146,7 @@ func TestPostgres_SeqFollowsCommitOrder(t *testing.T) {
 	db, tb := openNotes(t, dsn)
 	// A psql session writes (its trigger takes seq 1) and has not
 	// committed yet.
-	other := psql(t, dsn)
+	other := testenv.SQL(t, dsn)
 	tx, err := other.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
