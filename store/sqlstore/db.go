@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -59,9 +60,16 @@ type DB struct {
 	stop           context.CancelFunc
 	done           chan struct{}
 
-	tablesMu sync.RWMutex
-	tables   map[string]*table // by model label, for rows written by triggers
-	stmts    []*sql.Stmt       // the tables' prepared reads, closed with the pools
+	// SQLite's committer (batch.go): nil elsewhere.
+	wq    chan *writeReq
+	wStop chan struct{}
+	wDone chan struct{}
+	wOnce sync.Once
+
+	tablesMu  sync.RWMutex
+	insWanted atomic.Bool       // a table asked for its insert to be prepared (SQLite)
+	tables    map[string]*table // by model label, for rows written by triggers
+	stmts     []*sql.Stmt       // the tables' prepared reads, closed with the pools
 
 	// pubMu is held from commit to the end of publishing when commit order
 	// must also be publish order (SQLite, or no change log), so that
@@ -111,6 +119,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 			db.closePools()
 			return nil, fmt.Errorf("sqlstore: create the change log: %w", err)
 		}
+	}
+	if db.dialect == "sqlite" {
+		db.startCommitter()
 	}
 	if db.dialect == "postgres" && db.changeLog {
 		lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -209,6 +220,7 @@ func (db *DB) Bun() *bun.DB { return db.w }
 
 // Close stops listening and closes the pools.
 func (db *DB) Close() error {
+	db.stopCommitter()
 	if db.stop != nil {
 		db.stop()
 		<-db.done
@@ -278,10 +290,15 @@ func (db *DB) txFrom(ctx context.Context) *txState {
 	return nil
 }
 
-// Tx runs fn in one write transaction; see streamapi.Store.
+// Tx runs fn in one write transaction; see streamapi.Store. On SQLite the
+// committer runs it, possibly in one transaction with other callers' (each
+// in its own savepoint: batch.go).
 func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
 	if db.txFrom(ctx) != nil {
 		return fn(ctx)
+	}
+	if db.wq != nil {
+		return db.batchTx(ctx, fn)
 	}
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -310,19 +327,25 @@ func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) (err e
 		return fmt.Errorf("sqlstore: commit: %w", mapErr(err))
 	}
 	committed = true
-	if db.pub != nil && len(st.changes) > 0 {
-		// The write is durable; a publish failure must not turn it into an
-		// error for the caller. With the change log on, receivers find the
-		// missing seqs in the log.
-		// Bounded: a broker that is down must not hold up writers (on
-		// SQLite they queue behind pubMu); the change log covers the loss.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), db.publishTimeout)
-		defer cancel()
-		if err := db.pub.Publish(pctx, st.changes...); err != nil {
-			db.log.ErrorContext(ctx, "publish changes", "count", len(st.changes), "err", err)
-		}
-	}
+	db.publish(ctx, st.changes)
 	return nil
+}
+
+// publish hands committed changes to the publisher.
+func (db *DB) publish(ctx context.Context, changes []streamapi.Change) {
+	if db.pub == nil || len(changes) == 0 {
+		return
+	}
+	// The write is durable; a publish failure must not turn it into an
+	// error for the caller. With the change log on, receivers find the
+	// missing seqs in the log.
+	// Bounded: a broker that is down must not hold up writers (on
+	// SQLite they queue behind pubMu); the change log covers the loss.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), db.publishTimeout)
+	defer cancel()
+	if err := db.pub.Publish(pctx, changes...); err != nil {
+		db.log.ErrorContext(ctx, "publish changes", "count", len(changes), "err", err)
+	}
 }
 
 // idb returns what a table call runs on: the context's transaction, or a pool.

@@ -142,7 +142,7 @@ func BenchmarkOutbox(b *testing.B) {
 	}
 	for _, be := range backends {
 		for _, log := range []bool{false, true} {
-			for _, writers := range []int{1, 16} {
+			for _, writers := range []int{1, 16, 64} {
 				name := fmt.Sprintf("%s/log=%v/writers=%d", be.name, log, writers)
 				b.Run(name, func(b *testing.B) {
 					db := mustOpen(b, be.dsn(b), sqlstore.Options{NoChangeLog: !log, Conns: 32})

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,10 @@ type table struct {
 
 	getMu   sync.Mutex               // serializes preparing getStmt
 	getStmt atomic.Pointer[sql.Stmt] // the read by pk, prepared on first use (SQLite)
+	insStmt atomic.Pointer[sql.Stmt] // the insert, prepared on first use (SQLite, plain tables)
+
+	insFields []*schema.Field // what the prepared insert binds; nil: bun's insert
+	insWanted atomic.Bool     // an insert found insStmt unprepared
 
 	label   string
 	typ     reflect.Type // the struct type
@@ -49,6 +54,9 @@ func (db *DB) Table(model any, label string) (streamapi.Table, error) {
 		cols[f.Name] = true
 	}
 	t := &table{db: db, label: label, typ: typ.Elem(), meta: meta, pk: meta.PKs[0], columns: cols}
+	if db.dialect == "sqlite" {
+		t.insFields = plainInsert(meta)
+	}
 	db.tablesMu.Lock()
 	db.tables[label] = t
 	db.tablesMu.Unlock()
@@ -175,6 +183,13 @@ func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
 
 func (t *table) Insert(ctx context.Context, obj any) error {
 	return t.write(ctx, streamapi.ChangeCreate, obj, func(tx bun.Tx) (sql.Result, error) {
+		if v := reflect.ValueOf(obj).Elem(); v.Type() == t.typ {
+			if args, ok := t.insertArgs(v); ok {
+				if done, err := t.insertPrepared(ctx, tx.Tx, v, args); done {
+					return driver.RowsAffected(1), err
+				}
+			}
+		}
 		return tx.NewInsert().Model(obj).Returning("*").Exec(ctx)
 	})
 }
