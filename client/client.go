@@ -38,6 +38,10 @@ type Options struct {
 	// UnmatchedBuffer is the capacity of the Unmatched channel; default
 	// 256. Frames that find it full are dropped and counted (Dropped).
 	UnmatchedBuffer int
+	// HTTPClient makes the handshake; nil uses http.DefaultClient. A
+	// custom transport can choose the source address (the load tool
+	// spreads connections over several 127.0.0.x addresses).
+	HTTPClient *http.Client
 }
 
 // Client is one WebSocket connection to a server.
@@ -139,6 +143,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
 		HTTPHeader:   c.opts.HTTPHeader,
 		Subprotocols: c.opts.Subprotocols,
+		HTTPClient:   c.opts.HTTPClient,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", url, err)

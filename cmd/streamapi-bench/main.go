@@ -10,13 +10,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,52 +37,289 @@ type cli struct {
 	RR     rrCmd     `cmd:"" name:"rr" help:"Request/reply: N connections, one request in flight each."`
 	Fanout fanoutCmd `cmd:"" help:"Fan-out: S subscribers of one object, one writer; latency from each write's reply to each delivery."`
 	Idle   idleCmd   `cmd:"" help:"Idle: N subscribed connections held open; the server's RSS per connection, from /proc."`
+	Storm  stormCmd  `cmd:"" help:"Connect storm: N connections opened (and subscribed) with many handshakes in flight; connections per second."`
+	Hold   holdCmd   `cmd:"" hidden:"" help:"(The child process of --procs.)"`
+}
+
+// connFlags are how idle and storm open their connections.
+type connFlags struct {
+	URL       string   `required:"" help:"WebSocket URL of a streamapi server."`
+	Conns     int      `default:"1000" help:"Connections to open, in all."`
+	Procs     int      `default:"1" help:"Load-tool processes to spread the connections over (each process may hold at most the open-file limit, here 20,000)."`
+	SourceIPs []string `name:"source-ips" help:"Local addresses to open connections from, in turn (e.g. 127.0.0.1,127.0.0.2): each address has its own ephemeral ports toward the server."`
+	Subscribe bool     `default:"true" negatable:"" help:"Subscribe each connection to updates of one object (--no-subscribe: bare connections)."`
+	Stream    string   `default:"questions" help:"Stream to address."`
+	ServerPID int      `name:"server-pid" help:"The server's process id, to read its RSS and CPU time."`
+	GCURL     string   `name:"gc-url" help:"URL to POST to force a GC in the server before reading its RSS: http://PPROF_ADDR/debug/gc of cmd/streamapi --pprof-addr."`
+	JSON      string   `name:"json" help:"Also write the result as JSON to this file."`
 }
 
 type idleCmd struct {
-	URL       string        `required:"" help:"WebSocket URL of a streamapi server."`
-	ServerPID int           `name:"server-pid" required:"" help:"The server's process id, to read its RSS."`
-	Conns     int           `default:"1000" help:"Connections to open, each subscribed to updates of one object."`
-	Settle    time.Duration `default:"5s" help:"Wait after the last connection before reading the RSS."`
-	Stream    string        `default:"questions" help:"Stream to address."`
-	JSON      string        `name:"json" help:"Also write the result as JSON to this file."`
+	connFlags
+	Concurrency int           `default:"1" help:"Handshakes in flight at once."`
+	Settle      time.Duration `default:"5s" help:"Wait after the last connection before reading the RSS."`
+}
+
+type stormCmd struct {
+	connFlags
+	Concurrency int           `default:"64" help:"Handshakes in flight at once, per process."`
+	Hold        time.Duration `default:"0s" help:"Keep the connections open this long after the storm."`
+}
+
+// idleResult is what idle reports.
+type idleResult struct {
+	loadtest.ConnectResult
+	Before       loadtest.Memory `json:"before"`
+	After        loadtest.Memory `json:"after"`
+	BytesPerConn float64         `json:"bytes_per_conn"`
 }
 
 func (c *idleCmd) Run(ctx context.Context) error {
-	pk, err := seed(ctx, c.URL, c.Stream)
+	if c.ServerPID == 0 {
+		return errors.New("idle needs --server-pid")
+	}
+	before, err := loadtest.ReadMemory(ctx, c.ServerPID, c.GCURL)
 	if err != nil {
 		return err
 	}
-	r, err := loadtest.RunIdle(ctx, loadtest.Idle{URL: c.URL, Conns: c.Conns, Stream: c.Stream, PK: pk, ServerPID: c.ServerPID, Settle: c.Settle})
+	runs, closeAll, err := c.open(ctx, c.Concurrency)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("idle: %d connections (%d failed) in %.1f s (%.0f/s); server RSS %d KiB -> %d KiB: %.0f bytes per connection\n",
-		r.Conns-r.Errors, r.Errors, r.ConnectSeconds, r.ConnsPerSecond, r.RSSBeforeKiB, r.RSSAfterKiB, r.BytesPerConn)
+	defer closeAll()
+	r := idleResult{ConnectResult: loadtest.Summarize(runs), Before: before}
+	select {
+	case <-time.After(c.Settle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if r.After, err = loadtest.ReadMemory(ctx, c.ServerPID, c.GCURL); err != nil {
+		return err
+	}
+	if r.Opened > 0 {
+		r.BytesPerConn = float64(r.After.RSSKiB-r.Before.RSSKiB) * 1024 / float64(r.Opened)
+	}
+	gc := "without a forced GC"
+	if c.GCURL != "" {
+		gc = "each after a forced GC"
+	}
+	fmt.Printf("idle: %d connections (%d failed%s) from %d process(es) in %.1f s; server RSS %d KiB -> %d KiB (%s): %.0f bytes per connection\n",
+		r.Opened, r.Errors, firstErr(r.FirstErr), r.Procs, r.Elapsed.Seconds(), r.Before.RSSKiB, r.After.RSSKiB, gc, r.BytesPerConn)
+	if r.After.GC != nil {
+		fmt.Printf("server after GC: heap in use %d KiB, stacks %d KiB, goroutines %d\n", r.After.GC["heap_inuse"]>>10, r.After.GC["stack_inuse"]>>10, r.After.GC["goroutines"])
+	}
 	return writeJSON(c.JSON, r)
 }
 
+func (c *stormCmd) Run(ctx context.Context) error {
+	var cpu0 time.Duration
+	if c.ServerPID > 0 {
+		cpu0, _ = loadtest.CPUTime(c.ServerPID)
+	}
+	runs, closeAll, err := c.open(ctx, c.Concurrency)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	r := loadtest.Summarize(runs)
+	fmt.Printf("storm: %d connections opened (%d failed%s) by %d process(es), %d handshakes in flight each, in %.2f s: %.0f/s; handshake%s p50 %s p99 %s max %s\n",
+		r.Opened, r.Errors, firstErr(r.FirstErr), r.Procs, c.Concurrency, r.Elapsed.Seconds(), r.ConnsPerSecond, map[bool]string{true: "+subscribe", false: ""}[c.Subscribe],
+		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	if c.ServerPID > 0 {
+		if cpu1, err := loadtest.CPUTime(c.ServerPID); err == nil {
+			fmt.Printf("server CPU during the storm: %.2f s (%.2f cores)\n", (cpu1 - cpu0).Seconds(), (cpu1-cpu0).Seconds()/r.Elapsed.Seconds())
+		}
+	}
+	if c.Hold > 0 {
+		select {
+		case <-time.After(c.Hold):
+		case <-ctx.Done():
+		}
+	}
+	return writeJSON(c.JSON, r)
+}
+
+func firstErr(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; first: " + s
+}
+
+// open opens the connections in this process, or spreads them over
+// --procs child processes ("hold"), each of which reports what it opened
+// and keeps its connections until closeAll.
+func (f *connFlags) open(ctx context.Context, concurrency int) (runs []*loadtest.Opened, closeAll func(), err error) {
+	var pk any
+	if f.Subscribe {
+		if pk, err = seed(ctx, f.URL, f.Stream); err != nil {
+			return nil, nil, err
+		}
+	}
+	ips, err := parseIPs(f.SourceIPs)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.Procs <= 1 {
+		o, err := loadtest.OpenConns(ctx, loadtest.Open{URL: f.URL, Conns: f.Conns, Concurrency: concurrency, SourceIPs: ips, Stream: f.Stream, PK: pk})
+		if err != nil {
+			return nil, nil, err
+		}
+		return []*loadtest.Opened{o}, o.Close, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	pkJSON, _ := json.Marshal(pk)
+	type child struct {
+		cmd   *exec.Cmd
+		stdin io.Closer
+	}
+	var children []child
+	closeAll = func() {
+		for _, ch := range children {
+			ch.stdin.Close() // the child closes its connections and exits
+		}
+		for _, ch := range children {
+			_ = ch.cmd.Wait()
+		}
+	}
+	outs := make([]io.Reader, 0, f.Procs)
+	for i := 0; i < f.Procs; i++ {
+		n := f.Conns / f.Procs
+		if i < f.Conns%f.Procs {
+			n++
+		}
+		args := []string{"hold", "--url", f.URL, "--conns", strconv.Itoa(n), "--concurrency", strconv.Itoa(concurrency), "--stream", f.Stream, "--pk", string(pkJSON)}
+		if len(f.SourceIPs) > 0 {
+			// Each child starts at another address.
+			rot := append(slices.Clone(f.SourceIPs[i%len(f.SourceIPs):]), f.SourceIPs[:i%len(f.SourceIPs)]...)
+			args = append(args, "--source-ips", strings.Join(rot, ","))
+		}
+		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("start load process %d: %w", i+1, err)
+		}
+		children = append(children, child{cmd, stdin})
+		outs = append(outs, stdout)
+	}
+	for i, out := range outs {
+		var o loadtest.Opened
+		if err := json.NewDecoder(out).Decode(&o); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("load process %d: %w", i+1, err)
+		}
+		runs = append(runs, &o)
+	}
+	return runs, closeAll, nil
+}
+
+func parseIPs(ss []string) ([]net.IP, error) {
+	var ips []net.IP
+	for _, s := range ss {
+		ip := net.ParseIP(strings.TrimSpace(s))
+		if ip == nil {
+			return nil, fmt.Errorf("--source-ips: %q is not an IP address", s)
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
+
+// holdCmd is the child process of --procs: it opens its share, writes what
+// it opened as one JSON line, and holds the connections until its standard
+// input closes.
+type holdCmd struct {
+	URL         string   `required:""`
+	Conns       int      `required:""`
+	Concurrency int      `default:"1"`
+	SourceIPs   []string `name:"source-ips"`
+	Stream      string   `default:"questions"`
+	PK          string   `name:"pk" default:"null" help:"The object to subscribe to, as JSON; null: no subscription."`
+}
+
+func (c *holdCmd) Run(ctx context.Context) error {
+	var pk any
+	if err := json.Unmarshal([]byte(c.PK), &pk); err != nil {
+		return fmt.Errorf("--pk: %w", err)
+	}
+	ips, err := parseIPs(c.SourceIPs)
+	if err != nil {
+		return err
+	}
+	o, err := loadtest.OpenConns(ctx, loadtest.Open{URL: c.URL, Conns: c.Conns, Concurrency: c.Concurrency, SourceIPs: ips, Stream: c.Stream, PK: pk})
+	if err != nil {
+		return err
+	}
+	defer o.Close()
+	if err := json.NewEncoder(os.Stdout).Encode(o); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
 type fanoutCmd struct {
-	URL         string        `required:"" help:"WebSocket URL of a streamapi server."`
-	Name        string        `default:"streamapi" help:"The target's name in the results."`
+	Target      []string      `required:"" help:"NAME=URL of a WebSocket to measure, or NAME=URL=PID to measure the server's CPU too; repeat for several, run in turn."`
 	Subscribers int           `default:"1000" help:"Subscriber connections."`
 	Updates     int           `default:"20" help:"Updates the writer makes."`
-	Interval    time.Duration `default:"200ms" help:"Time between updates."`
+	Interval    time.Duration `default:"200ms" help:"Time from the start of one update to the start of the next (a steady rate)."`
 	Stream      string        `default:"questions" help:"Stream to address."`
-	JSON        string        `name:"json" help:"Also write the result as JSON to this file."`
+	JSON        string        `name:"json" help:"Also write the results as JSON to this file."`
 }
 
 func (c *fanoutCmd) Run(ctx context.Context) error {
-	pk, err := seed(ctx, c.URL, c.Stream)
-	if err != nil {
-		return err
+	var results []loadtest.FanoutResult
+	for _, t := range c.Target {
+		name, url, pid, err := parseTarget(t)
+		if err != nil {
+			return err
+		}
+		pk, err := seed(ctx, url, c.Stream)
+		if err != nil {
+			return err
+		}
+		r, err := loadtest.RunFanout(ctx, loadtest.Fanout{Name: name, URL: url, Subscribers: c.Subscribers, Updates: c.Updates, Interval: c.Interval, Stream: c.Stream, PK: pk, ServerPID: pid})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: %d subscribers, %d updates at %.1f/s: %d deliveries expected, %d lost\n", name, r.Subscribers, c.Updates, r.UpdatesPerSecond, r.Expected, r.Lost)
+		results = append(results, r)
 	}
-	r, err := loadtest.RunFanout(ctx, loadtest.Fanout{Name: c.Name, URL: c.URL, Subscribers: c.Subscribers, Updates: c.Updates, Interval: c.Interval, Stream: c.Stream, PK: pk})
-	if err != nil {
-		return err
+	fmt.Printf("GOMAXPROCS=%d (this process)\n", runtime.GOMAXPROCS(0))
+	rs := make([]loadtest.Result, len(results))
+	for i, r := range results {
+		rs[i] = r.Result
 	}
-	fmt.Printf("GOMAXPROCS=%d (this process); %d subscribers, %d updates: %d deliveries expected, %d lost\n", runtime.GOMAXPROCS(0), r.Subscribers, c.Updates, r.Expected, r.Lost)
-	return report([]loadtest.Result{r.Result}, c.JSON, r)
+	return report(rs, c.JSON, results)
+}
+
+// parseTarget splits NAME=URL or NAME=URL=PID.
+func parseTarget(t string) (name, url string, pid int, err error) {
+	name, url, ok := strings.Cut(t, "=")
+	if !ok {
+		return "", "", 0, fmt.Errorf("--target %q: want NAME=URL or NAME=URL=PID", t)
+	}
+	if u, p, ok := strings.Cut(url, "="); ok {
+		if pid, err = strconv.Atoi(p); err != nil {
+			return "", "", 0, fmt.Errorf("--target %q: PID: %w", t, err)
+		}
+		url = u
+	}
+	return name, url, pid, nil
 }
 
 // report prints the table, and writes v as JSON to path when it is set.
@@ -120,7 +362,7 @@ func (e *echoCmd) Run(ctx context.Context) error {
 }
 
 type rrCmd struct {
-	Target   []string      `required:"" help:"NAME=URL of a WebSocket to measure; repeat for several, run in turn."`
+	Target   []string      `required:"" help:"NAME=URL of a WebSocket to measure, or NAME=URL=PID to measure the server's CPU too; repeat for several, run in turn."`
 	Conns    int           `default:"64" help:"Connections, each with one request in flight."`
 	Duration time.Duration `default:"10s" help:"How long each target is driven."`
 	Action   string        `default:"retrieve" enum:"retrieve,create,list" help:"retrieve, create or list."`
@@ -131,11 +373,11 @@ type rrCmd struct {
 func (c *rrCmd) Run(ctx context.Context) error {
 	var results []loadtest.Result
 	for _, t := range c.Target {
-		name, url, ok := strings.Cut(t, "=")
-		if !ok {
-			return fmt.Errorf("--target %q: want NAME=URL", t)
+		name, url, pid, err := parseTarget(t)
+		if err != nil {
+			return err
 		}
-		cfg := loadtest.RR{Name: name, URL: url, Conns: c.Conns, Duration: c.Duration, Stream: c.Stream, Action: c.Action}
+		cfg := loadtest.RR{Name: name, URL: url, Conns: c.Conns, Duration: c.Duration, Stream: c.Stream, Action: c.Action, ServerPID: pid}
 		switch c.Action {
 		case "retrieve":
 			pk, err := seed(ctx, url, c.Stream)

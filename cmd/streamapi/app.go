@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -190,10 +193,26 @@ func (m *Main) servePprof() error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("POST /debug/gc", serveGC)
 	m.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = m.pprof.Serve(ln) }()
 	m.log.Info("pprof", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	return nil
+}
+
+// serveGC runs a garbage collection, returns freed memory to the operating
+// system, and answers with the memory figures after it, for the load
+// tool's idle scenario (RSS "after warm-up and GC"). It is on the pprof
+// listener only.
+func serveGC(w http.ResponseWriter, _ *http.Request) {
+	debug.FreeOSMemory() // runs a GC first
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]uint64{
+		"heap_inuse": ms.HeapInuse, "heap_sys": ms.HeapSys, "heap_released": ms.HeapReleased,
+		"stack_inuse": ms.StackInuse, "sys": ms.Sys, "goroutines": uint64(runtime.NumGoroutine()),
+	})
 }
 
 // Addr returns the address the server listens on.

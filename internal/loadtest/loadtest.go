@@ -4,6 +4,7 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,8 @@ type RR struct {
 	Action   string        // retrieve, create or list
 	PK       any           // for retrieve
 	Data     any           // for create and list
+
+	ServerPID int // when set, the server's CPU time is measured too
 }
 
 // Result is one run's measurements.
@@ -44,6 +47,11 @@ type Result struct {
 	P50       time.Duration `json:"p50_ns"`
 	P99       time.Duration `json:"p99_ns"`
 	Max       time.Duration `json:"max_ns"`
+	// CPU time used during the run, in seconds per second of it (2 is both
+	// cores of a 2-core machine): this load tool, and the server when its
+	// PID was given.
+	ToolCPU   float64 `json:"tool_cpu"`
+	ServerCPU float64 `json:"server_cpu,omitempty"`
 }
 
 // RequestReply runs cfg: it dials every connection first, then each sends
@@ -72,6 +80,7 @@ func RequestReply(ctx context.Context, cfg RR) (Result, error) {
 	lat := make([][]time.Duration, cfg.Conns)
 	errs := make([]int64, cfg.Conns)
 	var wg sync.WaitGroup
+	cpu := startCPU(cfg.ServerPID)
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	for i, c := range conns {
@@ -99,6 +108,7 @@ func RequestReply(ctx context.Context, cfg RR) (Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	r := Result{Scenario: "request/reply", Target: cfg.Name, Action: cfg.Action, Conns: cfg.Conns, Elapsed: elapsed}
+	cpu.stop(&r)
 	var all []time.Duration
 	for i := range lat {
 		all = append(all, lat[i]...)
@@ -106,20 +116,21 @@ func RequestReply(ctx context.Context, cfg RR) (Result, error) {
 	}
 	r.Requests = int64(len(all))
 	r.PerSecond = float64(r.Requests) / elapsed.Seconds()
-	if len(all) > 0 {
-		slices.Sort(all)
-		r.P50, r.P99, r.Max = all[len(all)/2], all[len(all)*99/100], all[len(all)-1]
-	}
+	r.P50, r.P99, r.Max = percentiles(all)
 	return r, nil
 }
 
 // Table writes results as an aligned table.
 func Table(w io.Writer, rs []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttarget\taction\tconns\trequests\terrors\treq/s\tp50\tp99\tmax\t")
+	fmt.Fprintln(tw, "scenario\ttarget\taction\tconns\trequests\terrors\treq/s\tp50\tp99\tmax\ttool cpu\tserver cpu\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.Scenario, r.Target, r.Action, r.Conns, r.Requests, r.Errors, r.PerSecond,
-			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+		server := "-"
+		if r.ServerCPU > 0 {
+			server = fmt.Sprintf("%.2f", r.ServerCPU)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t%.2f\t%s\t\n", r.Scenario, r.Target, r.Action, r.Conns, r.Requests, r.Errors, r.PerSecond,
+			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond), r.ToolCPU, server)
 	}
 	return tw.Flush()
 }
@@ -144,15 +155,35 @@ type Fanout struct {
 	Stream      string // e.g. "questions"
 	PK          any    // the object; it must exist
 	Field       string // a text field the writer sets, e.g. "question_text"
+	ServerPID   int    // when set, the server's CPU time is measured too
 }
 
 // FanoutResult adds what a fan-out run measures to Result: deliveries
 // expected and lost.
 type FanoutResult struct {
 	Result
-	Subscribers int   `json:"subscribers"`
-	Expected    int64 `json:"expected"`
-	Lost        int64 `json:"lost"`
+	Subscribers      int     `json:"subscribers"`
+	Expected         int64   `json:"expected"`
+	Lost             int64   `json:"lost"`
+	UpdatesPerSecond float64 `json:"updates_per_second"` // the writer's achieved rate
+}
+
+// updateNumber finds k in the "fanout-K" text the writer set, without
+// decoding the whole object: at 50,000 deliveries a second the load tool's
+// own decoding would otherwise compete with the server for the CPU.
+func updateNumber(data []byte) (int, bool) {
+	i := bytes.Index(data, []byte(`"fanout-`))
+	if i < 0 {
+		return 0, false
+	}
+	k, n := 0, 0
+	for _, b := range data[i+len(`"fanout-`):] {
+		if b < '0' || b > '9' {
+			break
+		}
+		k, n = k*10+int(b-'0'), n+1
+	}
+	return k, n > 0 && n < 10
 }
 
 // RunFanout runs cfg. A delivery that arrives before its write's reply (the
@@ -178,7 +209,7 @@ func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
 	var wg sync.WaitGroup
 	for i := 0; i < cfg.Subscribers; i++ {
 		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		c, err := client.Dial(dctx, cfg.URL, &client.Options{EventBuffer: cfg.Updates + 16})
+		c, err := client.Dial(dctx, cfg.URL, &client.Options{EventBuffer: min(cfg.Updates+16, 1024)})
 		if err == nil {
 			var s *client.Subscription
 			if s, err = c.Subscribe(dctx, cfg.Stream, "update", cfg.PK); err != nil {
@@ -189,13 +220,9 @@ func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
 				go func() {
 					defer wg.Done()
 					for ev := range s.C {
-						var obj map[string]any
-						if json.Unmarshal(ev.Data, &obj) != nil {
-							continue
-						}
-						var k int
-						if _, err := fmt.Sscanf(fmt.Sprint(obj[cfg.Field]), "fanout-%d", &k); err == nil {
-							arrivals[i] = append(arrivals[i], arrival{k, time.Now()})
+						at := time.Now()
+						if k, ok := updateNumber(ev.Data); ok && k < cfg.Updates {
+							arrivals[i] = append(arrivals[i], arrival{k, at})
 						}
 					}
 				}()
@@ -214,16 +241,22 @@ func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
 	}
 	defer w.Close()
 	replied := make([]time.Time, cfg.Updates)
+	cpu := startCPU(cfg.ServerPID)
 	start := time.Now()
 	var errs int64
 	for k := 0; k < cfg.Updates; k++ {
+		// Update k starts at start+k*Interval (a steady rate), or at once
+		// when the previous one took longer.
+		if d := time.Until(start.Add(time.Duration(k) * cfg.Interval)); d > 0 {
+			time.Sleep(d)
+		}
 		rep, err := w.Request(wctx, cfg.Stream, client.Payload{Action: "patch", PK: cfg.PK, Data: map[string]any{cfg.Field: fmt.Sprintf("fanout-%d", k)}})
 		replied[k] = time.Now()
 		if err != nil || rep.Status >= 400 {
 			errs++
 		}
-		time.Sleep(cfg.Interval)
 	}
+	writing := time.Since(start)
 	// Let the last deliveries arrive, then stop the readers.
 	time.Sleep(2*time.Second + cfg.Interval)
 	elapsed := time.Since(start)
@@ -242,38 +275,13 @@ func RunFanout(ctx context.Context, cfg Fanout) (FanoutResult, error) {
 			lat = append(lat, d)
 		}
 	}
-	r := FanoutResult{Subscribers: cfg.Subscribers, Expected: int64(cfg.Subscribers * cfg.Updates)}
+	r := FanoutResult{Subscribers: cfg.Subscribers, Expected: int64(cfg.Subscribers * cfg.Updates), UpdatesPerSecond: float64(cfg.Updates) / writing.Seconds()}
 	r.Result = Result{Scenario: "fan-out", Target: cfg.Name, Action: "update", Conns: cfg.Subscribers + 1, Requests: int64(len(lat)), Errors: errs, Elapsed: elapsed}
+	cpu.stop(&r.Result)
 	r.PerSecond = float64(len(lat)) / elapsed.Seconds()
 	r.Lost = r.Expected - int64(len(lat))
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		r.P50, r.P99, r.Max = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	}
+	r.P50, r.P99, r.Max = percentiles(lat)
 	return r, nil
-}
-
-// Idle configures an idle run: Conns connections, each subscribed to
-// updates of one object, held open; the server's resident memory is read
-// from /proc before and after (with the server's PID).
-type Idle struct {
-	URL       string
-	Conns     int
-	Stream    string
-	PK        any
-	ServerPID int           // the server process, for /proc/PID/status
-	Settle    time.Duration // wait after the last connection, before reading
-}
-
-// IdleResult is what an idle run measures.
-type IdleResult struct {
-	Conns          int     `json:"conns"`
-	Errors         int     `json:"errors"`
-	RSSBeforeKiB   int64   `json:"rss_before_kib"`
-	RSSAfterKiB    int64   `json:"rss_after_kib"`
-	BytesPerConn   float64 `json:"bytes_per_conn"`
-	ConnectSeconds float64 `json:"connect_seconds"`
-	ConnsPerSecond float64 `json:"conns_per_second"`
 }
 
 // RSS returns a process's resident set size in KiB (VmRSS in
@@ -295,52 +303,12 @@ func RSS(pid int) (int64, error) {
 	return 0, errors.New("loadtest: no VmRSS in /proc status")
 }
 
-// RunIdle opens cfg.Conns subscribed connections, keeps them open for the
-// measurement, and closes them at the end.
-func RunIdle(ctx context.Context, cfg Idle) (IdleResult, error) {
-	r := IdleResult{Conns: cfg.Conns}
-	before, err := RSS(cfg.ServerPID)
-	if err != nil {
-		return r, fmt.Errorf("loadtest: server RSS: %w", err)
+// percentiles sorts d and returns its median, 99th percentile and maximum
+// (zeros when it is empty).
+func percentiles(d []time.Duration) (p50, p99, maxd time.Duration) {
+	if len(d) == 0 {
+		return 0, 0, 0
 	}
-	r.RSSBeforeKiB = before
-	conns := make([]*client.Client, 0, cfg.Conns)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	start := time.Now()
-	for i := 0; i < cfg.Conns; i++ {
-		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		c, err := client.Dial(dctx, cfg.URL, &client.Options{EventBuffer: 4, UnmatchedBuffer: 4})
-		if err == nil {
-			_, err = c.Subscribe(dctx, cfg.Stream, "update", cfg.PK)
-			if err != nil {
-				c.Close()
-			} else {
-				conns = append(conns, c)
-			}
-		}
-		cancel()
-		if err != nil {
-			r.Errors++
-		}
-	}
-	r.ConnectSeconds = time.Since(start).Seconds()
-	r.ConnsPerSecond = float64(len(conns)) / r.ConnectSeconds
-	select {
-	case <-time.After(cfg.Settle):
-	case <-ctx.Done():
-		return r, ctx.Err()
-	}
-	after, err := RSS(cfg.ServerPID)
-	if err != nil {
-		return r, fmt.Errorf("loadtest: server RSS: %w", err)
-	}
-	r.RSSAfterKiB = after
-	if len(conns) > 0 {
-		r.BytesPerConn = float64(after-before) * 1024 / float64(len(conns))
-	}
-	return r, nil
+	slices.Sort(d)
+	return d[len(d)/2], d[len(d)*99/100], d[len(d)-1]
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -72,10 +73,44 @@ func TestRequestReply(t *testing.T) {
 	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || !(f.P50 <= f.P99 && f.P99 <= f.Max) {
 		t.Fatalf("fan-out: %+v", f)
 	}
-	// Idle: this process serves, so its own RSS grows with the connections.
-	idle, err := loadtest.RunIdle(ctx, loadtest.Idle{URL: p.WS, Conns: 50, Stream: "questions", PK: 1, ServerPID: os.Getpid()})
-	if err != nil || idle.Errors != 0 || idle.RSSBeforeKiB <= 0 || idle.RSSAfterKiB <= 0 || idle.ConnsPerSecond <= 0 {
-		t.Fatalf("idle: %+v, %v", idle, err)
+	// The echo server's fan-out: the same deliveries, none lost.
+	f, err = loadtest.RunFanout(ctx, loadtest.Fanout{Name: "echo", URL: wsURL(es, "/"), Subscribers: 20, Updates: 3, Interval: 10 * time.Millisecond, Stream: "questions", PK: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || f.UpdatesPerSecond <= 0 {
+		t.Fatalf("echo fan-out: %+v", f)
+	}
+	// Idle and storm: this process serves, so its own RSS grows with the
+	// connections; 50 subscribed connections, 8 handshakes at a time, from
+	// two source addresses.
+	before, err := loadtest.ReadMemory(ctx, os.Getpid(), "")
+	if err != nil || before.RSSKiB <= 0 {
+		t.Fatalf("memory: %+v, %v", before, err)
+	}
+	o, err := loadtest.OpenConns(ctx, loadtest.Open{URL: p.WS, Conns: 50, Concurrency: 8, SourceIPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 0, 0, 2)}, Stream: "questions", PK: 1})
+	if err != nil || o.Opened != 50 || o.Errors != 0 || len(o.Latency) != 50 {
+		t.Fatalf("open: %+v, %v", o, err)
+	}
+	if n := p.API.Subscriptions(); n < 50 {
+		t.Fatalf("the server holds %d subscriptions, want at least 50", n)
+	}
+	sum := loadtest.Summarize([]*loadtest.Opened{o, o})
+	if sum.Opened != 100 || sum.Procs != 2 || sum.ConnsPerSecond <= 0 || !(sum.P50 <= sum.P99 && sum.P99 <= sum.Max) {
+		t.Fatalf("summary: %+v", sum)
+	}
+	o.Close()
+	// A server that is not there: every connection fails, counted.
+	o, err = loadtest.OpenConns(ctx, loadtest.Open{URL: "ws://127.0.0.1:1/", Conns: 3, Concurrency: 2})
+	if err != nil || o.Opened != 0 || o.Errors != 3 || o.FirstErr == "" {
+		t.Fatalf("open to nothing: %+v, %v", o, err)
+	}
+	// This process has used CPU; the runs measured it.
+	if c, err := loadtest.CPUTime(0); err != nil || c <= 0 || rs[0].ToolCPU <= 0 {
+		t.Fatalf("CPU time %v, %v; tool CPU of the run %v", c, err, rs[0].ToolCPU)
+	}
+	if _, err := loadtest.CPUTime(1 << 30); err == nil {
+		t.Fatal("CPU time of no process succeeded")
 	}
 	if _, err := loadtest.RSS(-1); err == nil {
 		t.Fatal("RSS of no process succeeded")

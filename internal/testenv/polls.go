@@ -19,6 +19,7 @@ type Polls struct {
 	WS   string // the WebSocket URL
 	Base string // the HTTP base URL (REST at Base+"/api/")
 	App  *polls.App
+	API  *server.Server
 }
 
 // PollsAuth serves the app with owners and their rules (polls.Options.Auth)
@@ -64,5 +65,5 @@ func PollsServer(tb testing.TB, opts ...func(*polls.Options, *server.Config)) *P
 		broker.Close()
 		db.Close()
 	})
-	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Base: hs.URL, App: app}
+	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Base: hs.URL, App: app, API: api}
 }
