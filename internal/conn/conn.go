@@ -447,18 +447,48 @@ func (c *Conn) closeSlow() {
 	c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
 }
 
+// Reply writes f from the calling goroutine, the connection's reader, when
+// nothing is queued or being written: a reply then costs no goroutine
+// hand-off, and a client that does not read its replies holds up only its
+// own reads. Otherwise f is queued behind the rest, as Send does. Frames
+// queued while f is written go to the writer goroutine afterwards.
+func (c *Conn) Reply(f streamapi.Frame) {
+	c.mu.Lock()
+	if c.closing || c.closed || c.writing || len(c.queue) > 0 {
+		c.mu.Unlock()
+		c.Send(f)
+		return
+	}
+	c.writing = true
+	c.mu.Unlock()
+	c.write(f)
+	c.mu.Lock()
+	if len(c.queue) > 0 && !c.closed {
+		c.mu.Unlock()
+		go c.flush() // c.writing stays set: the writer takes over
+		return
+	}
+	c.idleLocked()
+	c.mu.Unlock()
+}
+
+// idleLocked records that nothing is being written any more. c.mu is held.
+func (c *Conn) idleLocked() {
+	c.writing = false
+	c.queue = nil
+	if c.drained != nil {
+		close(c.drained)
+		c.drained = nil
+	}
+}
+
 // flush writes queued frames until the queue is empty.
 func (c *Conn) flush() {
 	var batch []streamapi.Frame
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 || c.closed { // an overflow empties the queue
-			c.writing = false
-			c.queue = nil
-			if c.drained != nil {
-				close(c.drained)
-				c.drained = nil
-			}
+			c.idleLocked()
 			c.mu.Unlock()
 			return
 		}
@@ -466,26 +496,32 @@ func (c *Conn) flush() {
 		c.mu.Unlock()
 		for i, f := range batch {
 			batch[i] = streamapi.Frame{}
-			if c.overflow.Load() {
-				continue // dropped: the client is being closed
-			}
-			_ = c.ws.SetWriteDeadline(time.Now().Add(c.u.opts.WriteTimeout))
-			var err error
-			if len(f.Mid) == 0 && len(f.Tail) == 0 {
-				err = c.ws.WriteMessage(gws.OpcodeText, f.Head)
-			} else {
-				err = c.ws.Writev(gws.OpcodeText, f.Head, f.Mid, f.Tail)
-			}
-			if err != nil {
-				// gws closes the connection on a write error; OnClose follows.
-				c.mu.Lock()
-				c.closed = true
-				c.mu.Unlock()
-				continue
-			}
-			c.sent.Add(1)
+			c.write(f)
 		}
 	}
+}
+
+// write writes one frame, unless the client is being closed as a slow
+// consumer.
+func (c *Conn) write(f streamapi.Frame) {
+	if c.overflow.Load() {
+		return // dropped: the client is being closed
+	}
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.u.opts.WriteTimeout))
+	var err error
+	if len(f.Mid) == 0 && len(f.Tail) == 0 {
+		err = c.ws.WriteMessage(gws.OpcodeText, f.Head)
+	} else {
+		err = c.ws.Writev(gws.OpcodeText, f.Head, f.Mid, f.Tail)
+	}
+	if err != nil {
+		// gws closes the connection on a write error; OnClose follows.
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		return
+	}
+	c.sent.Add(1)
 }
 
 // closeAfterDrain stops taking frames, waits until the queue is written

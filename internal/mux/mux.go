@@ -63,6 +63,7 @@ func (m *Mux) HandleFrame(ctx context.Context, c *conn.Conn, frame []byte) {
 func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	req, err := wire.DecodeRequest(frame)
 	after := nothing
+	subscription := false
 	var rep streamapi.Reply
 	switch {
 	case err != nil:
@@ -77,8 +78,10 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 		switch req.Action {
 		case streamapi.ActionSubscribe, streamapi.ActionUnsubscribe:
 			rep, after = m.subscribe(ctx, p, res, &req)
+			subscription = true
 		case streamapi.ActionSubscribeInstance, streamapi.ActionUnsubscribeInstance:
 			rep, after = m.subscribeInstance(ctx, p, res, &req)
+			subscription = true
 		default:
 			rep = res.Serve(ctx, &req)
 		}
@@ -92,8 +95,21 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 		after(false) // always called: a resume holds its model's lock until then
 		return
 	}
-	p.Send(streamapi.Frame{Head: b})
+	if r, ok := p.(replier); ok && !subscription {
+		r.Reply(streamapi.Frame{Head: b})
+	} else {
+		// A subscription's after runs once the reply is queued; a resume
+		// holds its model's lock until then, so the reply must not wait
+		// for the socket.
+		p.Send(streamapi.Frame{Head: b})
+	}
 	after(true)
+}
+
+// replier is a peer that can write a reply from the calling goroutine (a
+// connection's reader): conn.Conn.
+type replier interface {
+	Reply(f streamapi.Frame)
 }
 
 // then is what a subscription action does once its reply is queued (sent)
