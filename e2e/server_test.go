@@ -197,6 +197,15 @@ func TestServer_SlowConsumerIsClosed(t *testing.T) {
 		}
 		sent = append(sent, text)
 	}
+	// The one dropped is the stalled client: every reader is still there.
+	if n := e.srv.Subscribers(); n != fast {
+		t.Fatalf("%d subscribed connections after the drop, want the %d readers", n, fast)
+	}
+	for k, c := range clients {
+		if err := c.Err(); err != nil {
+			t.Fatalf("reader %d was disconnected: %v", k, err)
+		}
+	}
 	// A few more writes after the drop: the others must get them too.
 	for i := range 5 {
 		text := fmt.Sprintf("after %d", i)

@@ -82,7 +82,7 @@ func (c *idleCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runs, closeAll, err := c.open(ctx, c.Concurrency)
+	runs, closeAll, err := c.open(ctx, c.Concurrency, func() {})
 	if err != nil {
 		return err
 	}
@@ -113,10 +113,11 @@ func (c *idleCmd) Run(ctx context.Context) error {
 
 func (c *stormCmd) Run(ctx context.Context) error {
 	var cpu0 time.Duration
-	if c.ServerPID > 0 {
-		cpu0, _ = loadtest.CPUTime(c.ServerPID)
-	}
-	runs, closeAll, err := c.open(ctx, c.Concurrency)
+	runs, closeAll, err := c.open(ctx, c.Concurrency, func() {
+		if c.ServerPID > 0 {
+			cpu0, _ = loadtest.CPUTime(c.ServerPID)
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -148,8 +149,9 @@ func firstErr(s string) string {
 
 // open opens the connections in this process, or spreads them over
 // --procs child processes ("hold"), each of which reports what it opened
-// and keeps its connections until closeAll.
-func (f *connFlags) open(ctx context.Context, concurrency int) (runs []*loadtest.Opened, closeAll func(), err error) {
+// and keeps its connections until closeAll. started is called just before
+// the first connection opens.
+func (f *connFlags) open(ctx context.Context, concurrency int, started func()) (runs []*loadtest.Opened, closeAll func(), err error) {
 	var pk any
 	if f.Subscribe {
 		if pk, err = seed(ctx, f.URL, f.Stream); err != nil {
@@ -160,6 +162,7 @@ func (f *connFlags) open(ctx context.Context, concurrency int) (runs []*loadtest
 	if err != nil {
 		return nil, nil, err
 	}
+	started()
 	if f.Procs <= 1 {
 		o, err := loadtest.OpenConns(ctx, loadtest.Open{URL: f.URL, Conns: f.Conns, Concurrency: concurrency, SourceIPs: ips, Stream: f.Stream, PK: pk})
 		if err != nil {
@@ -296,7 +299,9 @@ func (c *fanoutCmd) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%s: %d subscribers, %d updates at %.1f/s: %d deliveries expected, %d lost\n", name, r.Subscribers, c.Updates, r.UpdatesPerSecond, r.Expected, r.Lost)
+		fmt.Printf("%s: %d subscribers, %d updates at %.1f/s: %d deliveries expected, %d lost, %d repeated; from each update's send: p50 %s p99 %s max %s\n",
+			name, r.Subscribers, c.Updates, r.UpdatesPerSecond, r.Expected, r.Lost, r.Duplicates,
+			r.SendP50.Round(time.Microsecond), r.SendP99.Round(time.Microsecond), r.SendMax.Round(time.Microsecond))
 		results = append(results, r)
 	}
 	fmt.Printf("GOMAXPROCS=%d (this process)\n", runtime.GOMAXPROCS(0))

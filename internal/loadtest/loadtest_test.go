@@ -70,8 +70,12 @@ func TestRequestReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || !(f.P50 <= f.P99 && f.P99 <= f.Max) {
+	if f.Expected != 60 || f.Lost != 0 || f.Requests != 60 || f.Errors != 0 || f.Duplicates != 0 || !(f.P50 <= f.P99 && f.P99 <= f.Max) {
 		t.Fatalf("fan-out: %+v", f)
+	}
+	// From the send, every delivery takes at least as long as from the reply.
+	if f.SendP99 < f.P99 || f.SendMax < f.Max || f.SendP50 <= 0 {
+		t.Fatalf("fan-out latency from the send: %+v", f)
 	}
 	// The echo server's fan-out: the same deliveries, none lost.
 	f, err = loadtest.RunFanout(ctx, loadtest.Fanout{Name: "echo", URL: wsURL(es, "/"), Subscribers: 20, Updates: 3, Interval: 10 * time.Millisecond, Stream: "questions", PK: 1})

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+
+	"github.com/streamapi/streamapi"
 )
 
 // Group commit (SQLite). SQLite has one writer. With a transaction per
@@ -20,45 +23,68 @@ import (
 // maxBatch bounds the writes one transaction carries.
 const maxBatch = 128
 
-// errClosed answers writes made after Close.
-var errClosed = errors.New("sqlstore: the store is closed")
+var (
+	// errClosed answers writes made after Close.
+	errClosed = errors.New("sqlstore: the store is closed")
+	// errBatchLost answers a write whose work was undone because another
+	// write of its batch aborted the shared transaction.
+	errBatchLost = &streamapi.Error{Code: streamapi.EINTERNAL, Message: "The write was rolled back with its batch; it can be retried."}
+)
 
 // writeReq is one Tx call waiting for the committer.
 type writeReq struct {
-	ctx      context.Context
-	fn       func(ctx context.Context) error
-	done     chan struct{}
+	ctx  context.Context
+	fn   func(ctx context.Context) error
+	done chan struct{}
+
+	ran      bool // fn was called
 	err      error
 	panicked bool
 	panicVal any
+	goexit   bool // fn called runtime.Goexit (t.Fatal in a test)
 }
 
 // startCommitter starts the goroutine that owns the writer.
 func (db *DB) startCommitter() {
 	db.wq, db.wStop, db.wDone = make(chan *writeReq), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(db.wDone)
-		batch := make([]*writeReq, 0, maxBatch)
-		for {
-			select {
-			case r := <-db.wq:
-				batch = append(batch[:0], r)
-			case <-db.wStop:
-				return
-			}
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-db.wq:
-					batch = append(batch, r)
-				default:
-					break fill
-				}
-			}
-			db.runBatch(batch)
-			clear(batch)
+	go db.commitLoop()
+}
+
+// commitLoop runs batches until stopCommitter. A function that calls
+// runtime.Goexit ends this goroutine; another takes over.
+func (db *DB) commitLoop() {
+	stopped := false
+	defer func() {
+		if stopped {
+			close(db.wDone)
+		} else {
+			go db.commitLoop()
 		}
 	}()
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		select {
+		case r := <-db.wq:
+			batch = append(batch[:0], r)
+		case <-db.wStop:
+			stopped = true
+			return
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-db.wq:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		// A batch whose transaction another write aborted runs again
+		// without the writes that had already run.
+		for len(batch) > 0 {
+			batch = db.runBatch(batch)
+		}
+	}
 }
 
 // stopCommitter stops the committer once its current batch is done.
@@ -70,10 +96,10 @@ func (db *DB) stopCommitter() {
 }
 
 // batchTx hands fn to the committer and waits for its result. A context
-// done before fn starts ends the wait with its error; once fn has started,
-// Tx waits for the commit (fn's statements run without the caller's
-// cancellation, because SQLite rolls back the whole transaction, other
-// callers' work included, when a statement is interrupted).
+// done before fn starts ends the wait with its error. fn sees the caller's
+// context; the statements it runs through the tables do not see its
+// cancellation (stmtCtx), because SQLite rolls back the whole transaction,
+// other callers' work included, when a statement is interrupted.
 func (db *DB) batchTx(ctx context.Context, fn func(ctx context.Context) error) error {
 	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{})}
 	select {
@@ -84,82 +110,138 @@ func (db *DB) batchTx(ctx context.Context, fn func(ctx context.Context) error) e
 		return errClosed
 	}
 	<-r.done
-	if r.panicked {
+	switch {
+	case r.panicked:
 		panic(r.panicVal)
+	case r.goexit:
+		runtime.Goexit()
 	}
 	return r.err
 }
 
-// runBatch runs the batch's functions in one transaction and answers each.
-func (db *DB) runBatch(batch []*writeReq) {
+// runBatch runs the batch's functions in one transaction and answers each
+// caller. When a function aborts the whole transaction (a statement SQLite
+// answers by rolling everything back), the writes that had run are answered
+// errBatchLost and those that had not are returned, to run in a new batch.
+func (db *DB) runBatch(batch []*writeReq) (again []*writeReq) {
+	ctx := context.Background()
+	var tx interface{ Rollback() error }
+	finished := false
 	defer func() {
+		if !finished {
+			// A panic outside the functions (the publisher, the change
+			// log) or a function's runtime.Goexit: nothing of the batch is
+			// committed.
+			v := recover()
+			if tx != nil {
+				_ = tx.Rollback()
+			}
+			for _, r := range batch {
+				if r.err == nil && !r.panicked && !r.goexit {
+					r.err = fmt.Errorf("sqlstore: the batch's transaction was abandoned (%v)", v)
+				}
+			}
+			if v != nil {
+				db.log.Error("panic in the committer", "panic", v)
+			}
+		}
 		for _, r := range batch {
-			close(r.done)
+			if !contains(again, r) {
+				close(r.done)
+			}
 		}
 	}()
-	ctx := context.Background()
 	db.prepareInserts(ctx)
-	tx, err := db.w.BeginTx(ctx, nil)
+	btx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		for _, r := range batch {
 			r.err = fmt.Errorf("sqlstore: begin: %w", err)
 		}
-		return
+		finished = true
+		return nil
 	}
-	st := &txState{db: db, tx: tx}
+	tx = btx
+	db.batches.Add(1)
+	db.batchedWrites.Add(uint64(len(batch)))
+	st := &txState{db: db, tx: btx, batched: true}
 	savepoints := len(batch) > 1
 	ok := 0
-	for _, r := range batch {
+	for i, r := range batch {
 		if r.err = r.ctx.Err(); r.err != nil {
 			continue
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			if _, err := btx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 				r.err = fmt.Errorf("sqlstore: savepoint: %w", err)
 				continue
 			}
 		}
 		mark := len(st.changes)
-		r.run(context.WithValue(context.WithoutCancel(r.ctx), txKey{}, st))
+		r.run(context.WithValue(r.ctx, txKey{}, st))
 		if r.err != nil {
 			st.changes = st.changes[:mark]
 			if savepoints {
-				_, err := tx.ExecContext(ctx, "ROLLBACK TO w")
+				_, err := btx.ExecContext(ctx, "ROLLBACK TO w")
 				if err == nil {
-					_, err = tx.ExecContext(ctx, "RELEASE w")
+					_, err = btx.ExecContext(ctx, "RELEASE w")
 				}
 				if err != nil {
-					db.failBatch(tx, batch, fmt.Errorf("sqlstore: roll back to savepoint: %w", err))
-					return
+					// The transaction is gone: r's statement rolled it
+					// all back. r keeps its own error.
+					db.log.Warn("a write aborted its batch's transaction", "err", r.err, "rollback", err)
+					_ = btx.Rollback()
+					for _, o := range batch[:i] {
+						if o.ran && o.err == nil {
+							o.err = errBatchLost
+						}
+					}
+					finished = true
+					return batch[i+1:]
 				}
 			}
 			continue
 		}
 		if savepoints {
-			if _, err := tx.ExecContext(ctx, "RELEASE w"); err != nil {
-				db.failBatch(tx, batch, fmt.Errorf("sqlstore: release savepoint: %w", err))
-				return
+			if _, err := btx.ExecContext(ctx, "RELEASE w"); err != nil {
+				db.failBatch(btx, batch, fmt.Errorf("sqlstore: release savepoint: %w", err))
+				finished = true
+				return nil
 			}
 		}
 		ok++
 	}
 	if ok == 0 {
-		_ = tx.Rollback()
-		return
+		_ = btx.Rollback()
+		finished = true
+		return nil
 	}
 	if db.changeLog && len(st.changes) > 0 {
 		if err := st.logChanges(ctx); err != nil {
-			db.failBatch(tx, batch, fmt.Errorf("sqlstore: %w", mapErr(err)))
-			return
+			db.failBatch(btx, batch, fmt.Errorf("sqlstore: %w", mapErr(err)))
+			finished = true
+			return nil
 		}
 	}
 	db.pubMu.Lock()
 	defer db.pubMu.Unlock()
-	if err := tx.Commit(); err != nil {
+	if err := btx.Commit(); err != nil {
 		db.failBatch(nil, batch, fmt.Errorf("sqlstore: commit: %w", mapErr(err)))
-		return
+		finished = true
+		return nil
 	}
+	tx = nil
 	db.publish(ctx, st.changes)
+	finished = true
+	return nil
+}
+
+func contains(rs []*writeReq, r *writeReq) bool {
+	for _, o := range rs {
+		if o == r {
+			return true
+		}
+	}
+	return false
 }
 
 // failBatch rolls tx back (when not nil) and answers err to every caller
@@ -176,13 +258,17 @@ func (db *DB) failBatch(tx interface{ Rollback() error }, batch []*writeReq, err
 }
 
 // run calls the function, turning a panic into a failure of this write
-// alone; batchTx panics again in the caller's goroutine.
+// alone; batchTx panics again in the caller's goroutine. A runtime.Goexit
+// is recorded before it unwinds the committer.
 func (r *writeReq) run(ctx context.Context) {
+	r.ran, r.goexit = true, true
 	defer func() {
 		if v := recover(); v != nil {
+			r.goexit = false
 			r.panicked, r.panicVal = true, v
 			r.err = fmt.Errorf("sqlstore: panic in transaction: %v", v)
 		}
 	}()
 	r.err = r.fn(ctx)
+	r.goexit = false
 }

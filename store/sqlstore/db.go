@@ -65,6 +65,9 @@ type DB struct {
 	wStop chan struct{}
 	wDone chan struct{}
 	wOnce sync.Once
+	// batches and batchedWrites count the committer's transactions and
+	// the writes they carried (read by tests).
+	batches, batchedWrites atomic.Uint64
 
 	tablesMu  sync.RWMutex
 	insWanted atomic.Bool       // a table asked for its insert to be prepared (SQLite)
@@ -278,6 +281,19 @@ type txState struct {
 	db      *DB
 	tx      bun.Tx
 	changes []streamapi.Change
+	batched bool // run by SQLite's committer, with other callers' work
+}
+
+// stmtCtx returns the context a statement runs with: ctx, or in a batched
+// transaction ctx without its cancellation. SQLite rolls back the whole
+// transaction, other callers' work included, when a statement is
+// interrupted; the caller's cancellation still stops its function between
+// statements.
+func (db *DB) stmtCtx(ctx context.Context) context.Context {
+	if st := db.txFrom(ctx); st != nil && st.batched {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 type txKey struct{}

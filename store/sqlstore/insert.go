@@ -10,7 +10,9 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/schema"
 )
 
@@ -36,14 +38,27 @@ var (
 
 // plainInsert returns the fields a prepared insert binds, in order (the
 // autoincrement primary key left out), or nil when the table must keep
-// bun's insert.
+// bun's insert: a field bun encodes by its tag (msgpack, json, jsonb), one
+// inside an embedded pointer (bun writes NULL for a nil one), or a model
+// with insert hooks, which only bun's insert runs.
 func plainInsert(meta *schema.Table) []*schema.Field {
+	if meta.HasBeforeAppendModelHook() {
+		return nil
+	}
+	model := reflect.PointerTo(meta.Type)
+	for _, hook := range []reflect.Type{reflect.TypeFor[bun.BeforeInsertHook](), reflect.TypeFor[bun.AfterInsertHook]()} {
+		if model.Implements(hook) {
+			return nil
+		}
+	}
 	var fields []*schema.Field
 	for _, f := range meta.Fields {
 		if f.IsPK && f.AutoIncrement {
 			continue
 		}
-		if f.IsPtr || f.NullZero || f.SQLDefault != "" || !plainType(f.IndirectType) {
+		if f.IsPtr || f.NullZero || f.SQLDefault != "" || !plainType(f.IndirectType) ||
+			f.Tag.HasOption("msgpack") || f.UserSQLType != "" && strings.HasPrefix(strings.ToUpper(f.UserSQLType), "JSON") ||
+			throughPointer(meta.Type, f.Index) {
 			return nil
 		}
 		fields = append(fields, f)
@@ -52,6 +67,18 @@ func plainInsert(meta *schema.Table) []*schema.Field {
 		return nil
 	}
 	return fields
+}
+
+// throughPointer reports whether the field at index is reached through a
+// pointer (an embedded *Struct).
+func throughPointer(t reflect.Type, index []int) bool {
+	for _, i := range index[:len(index)-1] {
+		t = t.Field(i).Type
+		if t.Kind() == reflect.Pointer {
+			return true
+		}
+	}
+	return false
 }
 
 // plainType reports whether t binds to SQLite as bun would write it.
@@ -74,7 +101,7 @@ func plainType(t reflect.Type) bool {
 
 // insertArgs returns obj's values for the prepared insert, or false when
 // one of them is an edge bun writes its own way (NaN and infinities, text
-// with NUL), and the insert must take bun's path.
+// with NUL or that is not UTF-8), and the insert must take bun's path.
 func (t *table) insertArgs(obj reflect.Value) ([]any, bool) {
 	if t.insFields == nil || !obj.FieldByIndex(t.pk.Index).IsZero() {
 		return nil, false
@@ -87,11 +114,19 @@ func (t *table) insertArgs(obj reflect.Value) ([]any, bool) {
 			args[i] = v.Interface().(time.Time).UTC().Format(bunTimeFormat)
 			continue
 		case v.Kind() == reflect.Float64:
-			if x := v.Float(); math.IsNaN(x) || math.IsInf(x, 0) {
+			x := v.Float()
+			if math.IsNaN(x) || math.IsInf(x, 0) {
 				return nil, false
 			}
+			// bun writes a whole number without a fraction ('f', -1): an
+			// integer literal, which SQLite stores as INTEGER in a column
+			// without REAL affinity. Bind it as one too.
+			if x == math.Trunc(x) && math.Abs(x) < 1<<63 {
+				args[i] = int64(x)
+				continue
+			}
 		case v.Kind() == reflect.String:
-			if strings.IndexByte(v.String(), 0) >= 0 {
+			if str := v.String(); strings.IndexByte(str, 0) >= 0 || !utf8.ValidString(str) {
 				return nil, false
 			}
 		}
@@ -153,8 +188,8 @@ func (db *DB) prepareInserts(ctx context.Context) {
 }
 
 func (t *table) prepareInsert(ctx context.Context) error {
-	t.getMu.Lock()
-	defer t.getMu.Unlock()
+	t.insMu.Lock()
+	defer t.insMu.Unlock()
 	if t.insStmt.Load() != nil {
 		return nil
 	}

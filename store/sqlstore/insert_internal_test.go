@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -20,7 +21,32 @@ type plainRow struct {
 	Count         uint32    `bun:"count,notnull"`
 	Big           int64     `bun:"big,notnull"`
 	Ratio         float64   `bun:"ratio,notnull"`
+	AsText        float64   `bun:"as_text,type:text,notnull"` // TEXT affinity
 	At            time.Time `bun:"at,notnull"`
+}
+
+type jsonText struct {
+	bun.BaseModel `bun:"table:json_text"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Note          string `bun:"note,type:json"`
+}
+
+type hooked struct {
+	bun.BaseModel `bun:"table:hooked"`
+	ID            int64  `bun:"id,pk,autoincrement"`
+	Name          string `bun:"name"`
+}
+
+func (*hooked) BeforeInsert(context.Context, *bun.InsertQuery) error { return nil }
+
+type Inner struct {
+	Extra string `bun:"extra"`
+}
+
+type embedsPointer struct {
+	bun.BaseModel `bun:"table:embeds_pointer"`
+	ID            int64 `bun:"id,pk,autoincrement"`
+	*Inner
 }
 
 type fancyRow struct {
@@ -50,11 +76,13 @@ func TestPreparedInsert_StoresWhatBunStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	tb := st.(*table)
-	if len(tb.insFields) != 7 {
-		t.Fatalf("plain table binds %d fields, want 7", len(tb.insFields))
+	if len(tb.insFields) != 8 {
+		t.Fatalf("plain table binds %d fields, want 8", len(tb.insFields))
 	}
-	if ft, _ := db.Table((*fancyRow)(nil), "fancy"); ft.(*table).insFields != nil {
-		t.Fatal("a table with a pointer and a JSON column must keep bun's insert")
+	for _, m := range []any{(*fancyRow)(nil), (*jsonText)(nil), (*hooked)(nil), (*embedsPointer)(nil)} {
+		if ft, _ := db.Table(m, fmt.Sprintf("%T", m)); ft.(*table).insFields != nil {
+			t.Errorf("%T must keep bun's insert", m)
+		}
 	}
 	// The first insert asks for the statement; the next transaction
 	// prepares it.
@@ -66,6 +94,11 @@ func TestPreparedInsert_StoresWhatBunStores(t *testing.T) {
 		{Text: "héllo 'quoted' \"double\" \\ ;--", Flag: true, Small: -128, Count: math.MaxUint32, Big: math.MinInt64, Ratio: -1.0 / 3, At: time.Date(2026, 11, 29, 16, 0, 0, 123456789, zone)},
 		{Text: "", Flag: false, Small: 127, Count: 0, Big: math.MaxInt64, Ratio: 1e300, At: time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{Text: "日本語 🎉", Ratio: 5e-324, At: time.Date(2026, 1, 2, 3, 4, 5, 999999000, time.Local)},
+		// Whole numbers, which bun writes as integer literals, in columns of
+		// each affinity; and negative zero.
+		{Ratio: 3, AsText: 3, At: time.Unix(0, 0)},
+		{Ratio: math.Copysign(0, -1), AsText: -2.5, At: time.Unix(0, 0)},
+		{Ratio: 1 << 62, AsText: 1e15, At: time.Unix(0, 0)},
 	}
 	for i, r := range rows {
 		viaPrepared, viaBun := r, r
@@ -82,7 +115,7 @@ func TestPreparedInsert_StoresWhatBunStores(t *testing.T) {
 		if !reflect.DeepEqual(viaPrepared, viaBun) {
 			t.Errorf("row %d read back differently:\nprepared %+v\nbun      %+v", i, viaPrepared, viaBun)
 		}
-		for _, col := range []string{"text", "flag", "small", "count", "big", "ratio", "at"} {
+		for _, col := range []string{"text", "flag", "small", "count", "big", "ratio", "as_text", "at"} {
 			var a, b string
 			q := "SELECT typeof(" + col + ") || ':' || quote(" + col + ") FROM plain_rows ORDER BY id DESC LIMIT 1 OFFSET ?"
 			if err := db.w.QueryRowContext(ctx, q, 1).Scan(&a); err != nil {
@@ -97,7 +130,7 @@ func TestPreparedInsert_StoresWhatBunStores(t *testing.T) {
 		}
 	}
 	// Values bun writes its own way take bun's path.
-	for _, r := range []plainRow{{Ratio: math.NaN()}, {Text: "a\x00b"}, {ID: 99}} {
+	for _, r := range []plainRow{{Ratio: math.NaN()}, {Text: "a\x00b"}, {Text: "a\xffb"}, {ID: 99}} {
 		if _, ok := tb.insertArgs(reflect.ValueOf(&r).Elem()); ok {
 			t.Errorf("%+v should take bun's path", r)
 		}

@@ -24,6 +24,7 @@ type table struct {
 
 	getMu   sync.Mutex               // serializes preparing getStmt
 	getStmt atomic.Pointer[sql.Stmt] // the read by pk, prepared on first use (SQLite)
+	insMu   sync.Mutex               // serializes preparing insStmt
 	insStmt atomic.Pointer[sql.Stmt] // the insert, prepared on first use (SQLite, plain tables)
 
 	insFields []*schema.Field // what the prepared insert binds; nil: bun's insert
@@ -88,7 +89,7 @@ func (t *table) Get(ctx context.Context, dst any, pk any) error {
 		// with the stale copy (SQLite's single writer gives this anyway).
 		sel = sel.For("UPDATE")
 	}
-	err := sel.Scan(ctx)
+	err := sel.Scan(t.db.stmtCtx(ctx))
 	if err != nil {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
 	}
@@ -163,7 +164,7 @@ func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error 
 	if q.Offset > 0 {
 		sel = sel.Offset(int64(q.Offset))
 	}
-	if err := sel.Scan(ctx); err != nil {
+	if err := sel.Scan(t.db.stmtCtx(ctx)); err != nil {
 		return fmt.Errorf("list %s: %w", t.label, mapErr(err))
 	}
 	return nil
@@ -174,7 +175,7 @@ func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("count: %w", err)
 	}
-	n, err := sel.Count(ctx)
+	n, err := sel.Count(t.db.stmtCtx(ctx))
 	if err != nil {
 		return 0, fmt.Errorf("count %s: %w", t.label, mapErr(err))
 	}
@@ -182,7 +183,7 @@ func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
 }
 
 func (t *table) Insert(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeCreate, obj, func(tx bun.Tx) (sql.Result, error) {
+	return t.write(ctx, streamapi.ChangeCreate, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
 		if v := reflect.ValueOf(obj).Elem(); v.Type() == t.typ {
 			if args, ok := t.insertArgs(v); ok {
 				if done, err := t.insertPrepared(ctx, tx.Tx, v, args); done {
@@ -195,26 +196,27 @@ func (t *table) Insert(ctx context.Context, obj any) error {
 }
 
 func (t *table) Update(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeUpdate, obj, func(tx bun.Tx) (sql.Result, error) {
+	return t.write(ctx, streamapi.ChangeUpdate, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
 		return tx.NewUpdate().Model(obj).WherePK().Returning("*").Exec(ctx)
 	})
 }
 
 func (t *table) Delete(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeDelete, obj, func(tx bun.Tx) (sql.Result, error) {
+	return t.write(ctx, streamapi.ChangeDelete, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
 		return tx.NewDelete().Model(obj).WherePK().Exec(ctx)
 	})
 }
 
 // write runs one statement in the context's transaction (or a new one) and
 // records its change for publication after commit.
-func (t *table) write(ctx context.Context, action string, obj any, exec func(bun.Tx) (sql.Result, error)) error {
+func (t *table) write(ctx context.Context, action string, obj any, exec func(context.Context, bun.Tx) (sql.Result, error)) error {
 	v := reflect.ValueOf(obj)
 	if v.Kind() != reflect.Pointer || v.Elem().Type() != t.typ {
 		return fmt.Errorf("sqlstore: %s %s: want *%s, got %T", action, t.label, t.typ, obj)
 	}
 	return t.db.Tx(ctx, func(ctx context.Context) error {
 		st := t.db.txFrom(ctx)
+		ctx = t.db.stmtCtx(ctx)
 		var before json.RawMessage
 		if action == streamapi.ChangeUpdate {
 			// The row as it was, in the transaction (and locked on
@@ -233,7 +235,7 @@ func (t *table) write(ctx context.Context, action string, obj any, exec func(bun
 				return fmt.Errorf("%s %s: encode: %w", action, t.label, err)
 			}
 		}
-		res, err := exec(st.tx)
+		res, err := exec(ctx, st.tx)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
 		}

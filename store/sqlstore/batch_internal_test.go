@@ -1,0 +1,169 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// openBatchTest opens a SQLite store with plain_rows and a trigger that
+// aborts the whole transaction (RAISE(ROLLBACK)) when a row's text is
+// "abort", and holds the committer until the returned release is called,
+// so that the writes made meanwhile form one batch.
+func openBatchTest(t *testing.T) (db *DB, tb *table, release func()) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "t.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.w.NewCreateTable().Model((*plainRow)(nil)).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.w.ExecContext(ctx, `CREATE UNIQUE INDEX plain_rows_text ON plain_rows (text)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.w.ExecContext(ctx, `CREATE TRIGGER plain_rows_abort BEFORE INSERT ON plain_rows
+		WHEN NEW.text = 'abort' BEGIN SELECT RAISE(ROLLBACK, 'aborted by trigger'); END`); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Table((*plainRow)(nil), "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold, held := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = db.Tx(ctx, func(context.Context) error {
+			close(held)
+			<-hold
+			return nil
+		})
+	}()
+	<-held
+	var once sync.Once
+	release = func() { once.Do(func() { close(hold) }) }
+	t.Cleanup(release)
+	return db, st.(*table), release
+}
+
+// queue starts one insert per text, in order, each blocked on the committer
+// before the next starts (the channel serves waiting senders in order).
+func queue(tb *table, texts ...string) []chan error {
+	out := make([]chan error, len(texts))
+	for i, text := range texts {
+		out[i] = make(chan error, 1)
+		go func() {
+			out[i] <- tb.Insert(context.Background(), &plainRow{Text: text, At: time.Unix(0, 0)})
+		}()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return out
+}
+
+func texts(t *testing.T, db *DB) map[string]bool {
+	t.Helper()
+	var rows []plainRow
+	if err := db.r.NewSelect().Model(&rows).Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range rows {
+		got[r.Text] = true
+	}
+	return got
+}
+
+// In one batch, a constraint failure undoes only its own write.
+func TestBatch_StatementFailureIsItsOwn(t *testing.T) {
+	db, tb, release := openBatchTest(t)
+	before := db.batches.Load()
+	res := queue(tb, "a", "b", "a", "c")
+	release()
+	for i, want := range []bool{true, true, false, true} {
+		err := <-res[i]
+		if (err == nil) != want {
+			t.Errorf("insert %d: %v, want success %v", i, err, want)
+		}
+	}
+	if got := texts(t, db); len(got) != 3 || !got["a"] || !got["b"] || !got["c"] {
+		t.Fatalf("rows %v", got)
+	}
+	if n, w := db.batches.Load()-before, db.batchedWrites.Load(); n > 2 || w < 5 {
+		t.Fatalf("%d transactions for the held one and 4 queued writes (%d writes batched): not batched", n, w)
+	}
+}
+
+// A write that aborts the whole transaction fails alone: the writes that
+// ran before it in its batch are answered errBatchLost and leave no row,
+// the ones after it run again in a new transaction and succeed.
+func TestBatch_TransactionAbortFailsOnlyItsBatchmates(t *testing.T) {
+	db, tb, release := openBatchTest(t)
+	res := queue(tb, "before1", "before2", "abort", "after1", "after2")
+	release()
+	errs := make([]error, len(res))
+	for i := range res {
+		errs[i] = <-res[i]
+	}
+	if errs[2] == nil {
+		t.Fatal("the aborting insert succeeded")
+	}
+	for i := range 2 {
+		if !errors.Is(errs[i], errBatchLost) {
+			t.Errorf("insert %d before the abort: %v, want errBatchLost", i, errs[i])
+		}
+	}
+	for i := 3; i < 5; i++ {
+		if errs[i] != nil {
+			t.Errorf("insert %d after the abort: %v, want success", i, errs[i])
+		}
+	}
+	got := texts(t, db)
+	if len(got) != 2 || !got["after1"] || !got["after2"] {
+		t.Fatalf("rows %v, want after1 and after2", got)
+	}
+	// The store still works.
+	if err := tb.Insert(context.Background(), &plainRow{Text: "later", At: time.Unix(0, 0)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A function that calls runtime.Goexit (t.Fatal in a test) ends the
+// caller's goroutine as it would have without the committer; the batch is
+// not committed, and the store keeps working.
+func TestBatch_GoexitInFunction(t *testing.T) {
+	db, tb, release := openBatchTest(t)
+	release()
+	exited := make(chan bool)
+	go func() {
+		returned := false
+		defer func() { exited <- !returned }()
+		_ = db.Tx(context.Background(), func(ctx context.Context) error {
+			if err := tb.Insert(ctx, &plainRow{Text: "x", At: time.Unix(0, 0)}); err != nil {
+				return err
+			}
+			runtimeGoexit()
+			return nil
+		})
+		returned = true
+	}()
+	if !<-exited {
+		t.Fatal("Tx returned to a caller whose function called runtime.Goexit")
+	}
+	if got := texts(t, db); len(got) != 0 {
+		t.Fatalf("rows %v after the function exited", got)
+	}
+	for i := range 3 {
+		if err := tb.Insert(context.Background(), &plainRow{Text: fmt.Sprint(i), At: time.Unix(0, 0)}); err != nil {
+			t.Fatalf("insert after the Goexit: %v", err)
+		}
+	}
+}
+
+// runtimeGoexit is runtime.Goexit, named for the test's reader.
+var runtimeGoexit = runtime.Goexit
