@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,9 @@ import (
 func TestCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the command")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("uses /proc and the 127.0.0.x source addresses Linux routes to loopback")
 	}
 	bin := filepath.Join(t.TempDir(), "streamapi-bench")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
@@ -46,7 +50,7 @@ func TestCommand(t *testing.T) {
 		Opened, Errors, Procs int
 		ConnsPerSecond        float64 `json:"conns_per_second"`
 	}
-	b := run("storm", "--url", p.WS, "--conns", "41", "--procs", "2", "--concurrency", "4", "--source-ips", "127.0.0.2,127.0.0.3")
+	b := run("storm", "--url", p.WS, "--conns", "41", "--procs", "2", "--concurrency", "4", "--source-ips", "127.0.0.2,127.0.0.3", "--server-pid", strconv.Itoa(os.Getpid()))
 	if err := json.Unmarshal(b, &storm); err != nil || storm.Opened != 41 || storm.Errors != 0 || storm.Procs != 2 || storm.ConnsPerSecond <= 0 {
 		t.Fatalf("storm: %+v, %v\n%s", storm, err, b)
 	}
@@ -65,10 +69,12 @@ func TestCommand(t *testing.T) {
 	}
 
 	var fan []struct {
-		Target   string
-		Expected int64
-		Lost     int64
-		Requests int64
+		Target     string
+		Expected   int64
+		Lost       int64
+		Requests   int64
+		Errors     int64
+		Duplicates int64
 	}
 	b = run("fanout", "--target", "echo="+"ws"+strings.TrimPrefix(es.URL, "http")+"/", "--target", "streamapi="+p.WS,
 		"--subscribers", "5", "--updates", "3", "--interval", "10ms")
@@ -76,7 +82,7 @@ func TestCommand(t *testing.T) {
 		t.Fatalf("fanout: %v\n%s", err, b)
 	}
 	for _, f := range fan {
-		if f.Expected != 15 || f.Lost != 0 || f.Requests != 15 {
+		if f.Expected != 15 || f.Lost != 0 || f.Requests != 15 || f.Errors != 0 || f.Duplicates != 0 {
 			t.Fatalf("fanout %s: %+v", f.Target, f)
 		}
 	}

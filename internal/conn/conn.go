@@ -531,7 +531,9 @@ func (c *Conn) closeAfterDrain(ctx context.Context, code uint16, reason string) 
 	c.closing = true
 	var wait chan struct{}
 	if c.writing && !c.closed {
-		c.drained = make(chan struct{})
+		if c.drained == nil { // a second caller waits on the same drain
+			c.drained = make(chan struct{})
+		}
 		wait = c.drained
 	}
 	c.mu.Unlock()

@@ -2,12 +2,14 @@ package wire
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Only K (U+212A) and ſ (U+017F), among all non-ASCII runes, fold onto an
@@ -19,6 +21,26 @@ func TestFoldingOntoASCII(t *testing.T) {
 			if f < 0x80 && unicode.IsLetter(f) && r != '\u212a' && r != '\u017f' {
 				t.Fatalf("%U folds onto %q", r, f)
 			}
+		}
+	}
+}
+
+// The same, asked of encoding/json itself: a key of one non-ASCII rune
+// matches no field named by an ASCII letter, except for K and ſ.
+func TestJSONFoldingOntoASCII(t *testing.T) {
+	type letters struct {
+		A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q, R, S, T, U, V, W, X, Y, Z int
+	}
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		if !utf8.ValidRune(r) {
+			continue
+		}
+		var v letters
+		if err := json.Unmarshal([]byte(`{"`+string(r)+`":1}`), &v); err != nil {
+			t.Fatal(err)
+		}
+		if v != (letters{}) && r != '\u212a' && r != '\u017f' {
+			t.Fatalf("encoding/json matched %U to a field: %+v", r, v)
 		}
 	}
 }
@@ -142,6 +164,8 @@ func FuzzDecodeFast(f *testing.F) {
 	f.Add([]byte(`{"stream":"q","payload":{"action":"list","request_id":1}}`))
 	f.Add([]byte(`{"stream":"q","payload":{"action":"retrieve","pk":"1","data":{"pk":2}}}`))
 	f.Add([]byte(`{"stream":"a","STREAM":"b","payload":{"action":"x"}}`))
+	f.Add([]byte("{\"stream\":\"a\",\"\u017ftream\":\"b\",\"payload\":{\"action\":\"x\",\"p\u212a\":1}}"))
+	f.Add([]byte("{\"stream\":\"a\xff\",\"payload\":{\"action\":\"x\",\"\xfepk\":1,\"\u0131d\":2}}"))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if bytes.Count(frame, []byte(`"`)) > 64 {
 			return

@@ -51,7 +51,8 @@ func (db *DB) startCommitter() {
 }
 
 // commitLoop runs batches until stopCommitter. A function that calls
-// runtime.Goexit ends this goroutine; another takes over.
+// runtime.Goexit ends this goroutine; another takes over, and first runs
+// the writes of that batch that had not run (db.pending).
 func (db *DB) commitLoop() {
 	stopped := false
 	defer func() {
@@ -61,14 +62,19 @@ func (db *DB) commitLoop() {
 			go db.commitLoop()
 		}
 	}()
-	batch := make([]*writeReq, 0, maxBatch)
+	buf := make([]*writeReq, 0, maxBatch)
 	for {
-		select {
-		case r := <-db.wq:
-			batch = append(batch[:0], r)
-		case <-db.wStop:
-			stopped = true
-			return
+		var batch []*writeReq
+		if len(db.pending) > 0 {
+			batch, db.pending = append(buf[:0], db.pending...), nil
+		} else {
+			select {
+			case r := <-db.wq:
+				batch = append(buf[:0], r)
+			case <-db.wStop:
+				stopped = true
+				return
+			}
 		}
 	fill:
 		for len(batch) < maxBatch {
@@ -79,11 +85,12 @@ func (db *DB) commitLoop() {
 				break fill
 			}
 		}
-		// A batch whose transaction another write aborted runs again
-		// without the writes that had already run.
+		// A batch whose transaction a write aborted runs again without
+		// the writes that had already run.
 		for len(batch) > 0 {
 			batch = db.runBatch(batch)
 		}
+		clear(buf[:cap(buf)])
 	}
 }
 
@@ -129,20 +136,33 @@ func (db *DB) runBatch(batch []*writeReq) (again []*writeReq) {
 	finished := false
 	defer func() {
 		if !finished {
-			// A panic outside the functions (the publisher, the change
-			// log) or a function's runtime.Goexit: nothing of the batch is
-			// committed.
+			// A panic outside the functions (the change log) or a
+			// function's runtime.Goexit, before the commit: nothing of the
+			// batch is written. The writes that had not run yet run in the
+			// next batch, here or in the committer that takes over.
 			v := recover()
 			if tx != nil {
 				_ = tx.Rollback()
 			}
 			for _, r := range batch {
-				if r.err == nil && !r.panicked && !r.goexit {
-					r.err = fmt.Errorf("sqlstore: the batch's transaction was abandoned (%v)", v)
+				switch {
+				case !r.ran:
+					again = append(again, r)
+				case r.err == nil && !r.panicked && !r.goexit:
+					r.err = errBatchLost
 				}
 			}
 			if v != nil {
 				db.log.Error("panic in the committer", "panic", v)
+			} else {
+				// Goexit: this goroutine ends; its successor runs them.
+				db.pending, again = again, nil
+				for _, r := range batch {
+					if !contains(db.pending, r) {
+						close(r.done)
+					}
+				}
+				return
 			}
 		}
 		for _, r := range batch {
@@ -203,9 +223,9 @@ func (db *DB) runBatch(batch []*writeReq) (again []*writeReq) {
 		}
 		if savepoints {
 			if _, err := btx.ExecContext(ctx, "RELEASE w"); err != nil {
-				db.failBatch(btx, batch, fmt.Errorf("sqlstore: release savepoint: %w", err))
+				db.failBatch(btx, batch[:i+1], fmt.Errorf("sqlstore: release savepoint: %w", err))
 				finished = true
-				return nil
+				return batch[i+1:]
 			}
 		}
 		ok++
@@ -229,10 +249,21 @@ func (db *DB) runBatch(batch []*writeReq) (again []*writeReq) {
 		finished = true
 		return nil
 	}
-	tx = nil
-	db.publish(ctx, st.changes)
-	finished = true
+	tx, finished = nil, true // committed: whatever publishing does, the writes stand
+	db.publishCommitted(ctx, st.changes)
 	return nil
+}
+
+// publishCommitted publishes a committed batch's changes. A publisher that
+// panics is logged, as a publish error is: the writes are durable, and with
+// the change log on, receivers find the changes there.
+func (db *DB) publishCommitted(ctx context.Context, changes []streamapi.Change) {
+	defer func() {
+		if v := recover(); v != nil {
+			db.log.Error("panic in the publisher", "panic", v, "changes", len(changes))
+		}
+	}()
+	db.publish(ctx, changes)
 }
 
 func contains(rs []*writeReq, r *writeReq) bool {

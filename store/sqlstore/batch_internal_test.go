@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/streamapi/streamapi"
 )
 
 // openBatchTest opens a SQLite store with plain_rows and a trigger that
@@ -167,3 +169,78 @@ func TestBatch_GoexitInFunction(t *testing.T) {
 
 // runtimeGoexit is runtime.Goexit, named for the test's reader.
 var runtimeGoexit = runtime.Goexit
+
+// A function that calls runtime.Goexit inside a batch: the writes that ran
+// before it are answered errBatchLost, those after it run in the next
+// committer's first batch and succeed.
+func TestBatch_GoexitAmongBatchmates(t *testing.T) {
+	db, tb, release := openBatchTest(t)
+	insert := func(text string, exit bool) chan error {
+		out := make(chan error, 1)
+		go func() {
+			returned := false
+			defer func() {
+				if !returned {
+					out <- errors.New("goexit")
+				}
+			}()
+			err := db.Tx(context.Background(), func(ctx context.Context) error {
+				if err := tb.Insert(ctx, &plainRow{Text: text, At: time.Unix(0, 0)}); err != nil {
+					return err
+				}
+				if exit {
+					runtimeGoexit()
+				}
+				return nil
+			})
+			returned = true
+			out <- err
+		}()
+		time.Sleep(20 * time.Millisecond)
+		return out
+	}
+	a, b, c := insert("a", false), insert("b", true), insert("c", false)
+	release()
+	if err := <-a; !errors.Is(err, errBatchLost) {
+		t.Errorf("write before the Goexit: %v, want errBatchLost", err)
+	}
+	if err := <-b; err == nil || err.Error() != "goexit" {
+		t.Errorf("the exiting write's caller: %v, want its goroutine ended", err)
+	}
+	if err := <-c; err != nil {
+		t.Errorf("write after the Goexit: %v, want success", err)
+	}
+	if got := texts(t, db); len(got) != 1 || !got["c"] {
+		t.Fatalf("rows %v, want only c", got)
+	}
+}
+
+type panickyPublisher struct{}
+
+func (panickyPublisher) Publish(context.Context, ...streamapi.Change) error { panic("publisher") }
+
+// A publisher that panics after the commit does not turn a durable write
+// into a reported failure, nor kill the committer.
+func TestBatch_PublisherPanicAfterCommit(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "t.db"), Options{Publisher: panickyPublisher{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.w.NewCreateTable().Model((*plainRow)(nil)).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Table((*plainRow)(nil), "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := st.Insert(ctx, &plainRow{Text: fmt.Sprint(i), At: time.Unix(0, 0)}); err != nil {
+			t.Fatalf("insert %d: %v", i, err)
+		}
+	}
+	if got := texts(t, db); len(got) != 2 {
+		t.Fatalf("rows %v", got)
+	}
+}

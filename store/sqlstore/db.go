@@ -65,6 +65,10 @@ type DB struct {
 	wStop chan struct{}
 	wDone chan struct{}
 	wOnce sync.Once
+	// pending are writes a committer that ended (runtime.Goexit) had not
+	// run; its successor runs them first. Only committers touch it, one
+	// after another.
+	pending []*writeReq
 	// batches and batchedWrites count the committer's transactions and
 	// the writes they carried (read by tests).
 	batches, batchedWrites atomic.Uint64
