@@ -129,8 +129,18 @@ func TestServer_KeepAlive(t *testing.T) {
 // One client that stops reading, among many that read: it is closed with
 // 1008 once its queue fills, while every other client keeps receiving
 // every event, in order, and stays connected.
+// The queue's bound is in frames, or in bytes.
 func TestServer_SlowConsumerIsClosed(t *testing.T) {
-	e := start(t, func(s *server.Config, _ *resource.Config[Note]) { s.Conn.MaxQueue = 64 })
+	t.Run("frames", func(t *testing.T) {
+		slowConsumer(t, func(c *server.ConnLimits) { c.MaxQueue = 64 })
+	})
+	t.Run("bytes", func(t *testing.T) {
+		slowConsumer(t, func(c *server.ConnLimits) { c.MaxQueue, c.MaxQueueBytes = 1<<20, 24<<10 })
+	})
+}
+
+func slowConsumer(t *testing.T, limits func(*server.ConnLimits)) {
+	e := start(t, func(s *server.Config, _ *resource.Config[Note]) { limits(&s.Conn) })
 	ctx := tctx(t)
 	// The stalled client: a raw socket with a modest receive buffer (a tiny
 	// one would make it read too slowly once it reads again) that

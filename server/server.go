@@ -89,6 +89,9 @@ type ConnLimits struct {
 	// MaxQueue is the outbound queue bound in frames; a client that falls
 	// further behind is closed with 1008. Default 1024.
 	MaxQueue int
+	// MaxQueueBytes bounds the same queue in bytes; past it the client is
+	// closed with 1008 too. Default 16 MiB.
+	MaxQueueBytes int
 	// Rate and Burst cap inbound frames per second per connection, by
 	// pausing reads (backpressure). Defaults 200 and 400; negative Rate
 	// disables it.
@@ -217,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.up = conn.NewUpgrader(m, conn.Options{
 		MaxFrameBytes: cfg.Conn.MaxFrameBytes,
 		MaxQueue:      cfg.Conn.MaxQueue,
+		MaxQueueBytes: cfg.Conn.MaxQueueBytes,
 		Rate:          cfg.Conn.Rate,
 		Burst:         cfg.Conn.Burst,
 		PingInterval:  cfg.Conn.PingInterval,

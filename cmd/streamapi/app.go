@@ -38,6 +38,7 @@ type Flags struct {
 	Rate           float64       `default:"200" env:"STREAMAPI_RATE" help:"Inbound frames per second per connection before reads pause (backpressure); negative turns the limit off."`
 	Burst          int           `default:"400" env:"STREAMAPI_BURST" help:"Inbound frames a connection may send at once above --rate."`
 	MaxQueue       int           `name:"max-queue" default:"1024" env:"STREAMAPI_MAX_QUEUE" help:"Outbound frames a connection may have waiting; a client further behind (a slow consumer) is closed with 1008 and may resume with since."`
+	MaxQueueBytes  int           `name:"max-queue-bytes" default:"16777216" env:"STREAMAPI_MAX_QUEUE_BYTES" help:"Outbound bytes a connection may have waiting; past it, as past --max-queue, the client is closed with 1008."`
 	PprofAddr      string        `name:"pprof-addr" env:"STREAMAPI_PPROF_ADDR" help:"Serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty. Never expose it publicly."`
 	LogLevel       string        `default:"info" enum:"debug,info,warn,error" env:"STREAMAPI_LOG_LEVEL" help:"Log level: debug, info, warn, error."`
 	JWTSecret      string        `name:"jwt-secret" env:"STREAMAPI_JWT_SECRET" help:"Accept HS256 JWT bearer tokens signed with this secret (32 bytes or more); without it everyone is anonymous. With --debug, a token for the user \"demo\" is printed at start."`
@@ -153,7 +154,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Log:            server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
 		PageSize:       m.Flags.PageSize,
 		Debug:          m.Flags.Debug,
-		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes, MaxQueue: m.Flags.MaxQueue, Rate: m.Flags.Rate, Burst: m.Flags.Burst},
+		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes, MaxQueue: m.Flags.MaxQueue, MaxQueueBytes: m.Flags.MaxQueueBytes, Rate: m.Flags.Rate, Burst: m.Flags.Burst},
 		Logger:         m.log,
 	})
 	if err != nil {

@@ -43,6 +43,11 @@ type Options struct {
 	// MaxQueue is how many outbound frames may wait; past it the client is
 	// a slow consumer and is closed with 1008. Default 1024.
 	MaxQueue int
+	// MaxQueueBytes bounds the bytes of the waiting frames in the same
+	// way, so that a client behind on large events cannot pin much memory
+	// within MaxQueue frames (a single frame may exceed it when nothing
+	// else waits). Default 16 MiB.
+	MaxQueueBytes int
 	// WriteTimeout bounds one frame's write. Default 10 s.
 	WriteTimeout time.Duration
 	// Rate and Burst limit inbound frames per second. Past the rate the
@@ -66,6 +71,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = 1024
+	}
+	if o.MaxQueueBytes <= 0 {
+		o.MaxQueueBytes = 16 << 20
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
@@ -346,9 +354,10 @@ type Conn struct {
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
 
-	mu      sync.Mutex
-	queue   []streamapi.Frame
-	writing bool
+	mu         sync.Mutex
+	queue      []streamapi.Frame
+	queueBytes int // the bytes of the frames in queue
+	writing    bool
 	closing bool // no more frames accepted
 	closed  bool
 	drained chan struct{} // closed when the queue empties, if waited for
@@ -420,16 +429,20 @@ func (c *Conn) Send(f streamapi.Frame) {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.u.opts.MaxQueue {
+	size := len(f.Head) + len(f.Mid) + len(f.Tail)
+	// One frame bigger than the byte bound still goes out when nothing
+	// waits: the bound is on backlog, not on a reply's size.
+	if len(c.queue) >= c.u.opts.MaxQueue || c.queueBytes > 0 && c.queueBytes+size > c.u.opts.MaxQueueBytes {
 		c.closing = true
 		c.overflow.Store(true)
-		c.queue = nil
+		c.queue, c.queueBytes = nil, 0
 		c.mu.Unlock()
-		c.u.opts.Logger.Warn("closing slow consumer", "remote", c.ws.RemoteAddr().String(), "queue", c.u.opts.MaxQueue)
+		c.u.opts.Logger.Warn("closing slow consumer", "remote", c.ws.RemoteAddr().String(), "max_queue", c.u.opts.MaxQueue, "max_queue_bytes", c.u.opts.MaxQueueBytes)
 		go c.closeSlow()
 		return
 	}
 	c.queue = append(c.queue, f)
+	c.queueBytes += size
 	if !c.writing {
 		c.writing = true
 		go c.flush()
@@ -475,7 +488,7 @@ func (c *Conn) Reply(f streamapi.Frame) {
 // idleLocked records that nothing is being written any more. c.mu is held.
 func (c *Conn) idleLocked() {
 	c.writing = false
-	c.queue = nil
+	c.queue, c.queueBytes = nil, 0
 	if c.drained != nil {
 		close(c.drained)
 		c.drained = nil
@@ -492,7 +505,7 @@ func (c *Conn) flush() {
 			c.mu.Unlock()
 			return
 		}
-		batch, c.queue = c.queue, batch[:0]
+		batch, c.queue, c.queueBytes = c.queue, batch[:0], 0
 		c.mu.Unlock()
 		for i, f := range batch {
 			batch[i] = streamapi.Frame{}
