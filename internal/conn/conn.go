@@ -358,9 +358,9 @@ type Conn struct {
 	queue      []streamapi.Frame
 	queueBytes int // the bytes of the frames in queue
 	writing    bool
-	closing bool // no more frames accepted
-	closed  bool
-	drained chan struct{} // closed when the queue empties, if waited for
+	closing    bool // no more frames accepted
+	closed     bool
+	drained    chan struct{} // closed when the queue empties, if waited for
 
 	overflow atomic.Bool // the queue overflowed: drop everything, close with 1008
 
