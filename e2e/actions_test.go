@@ -126,6 +126,9 @@ func TestActions_ListPagination(t *testing.T) {
 	do(t, c, "questions", client.Payload{Action: "list", Data: map[string]any{"page": 3}}).want(t, 404, `["Invalid page."]`)
 	do(t, c, "questions", client.Payload{Action: "list", Data: map[string]any{"page": 0}}).want(t, 404, `["Invalid page."]`)
 	do(t, c, "questions", client.Payload{Action: "list", Data: map[string]any{"page": "x"}}).want(t, 404, `["Invalid page."]`)
+	// A page whose offset would overflow, with and without the count.
+	do(t, c, "questions", client.Payload{Action: "list", Data: map[string]any{"page": "368934881474191034"}}).want(t, 404, `["Invalid page."]`)
+	do(t, c, "questions", client.Payload{Action: "list", Data: map[string]any{"page": "368934881474191034", "with_count": true}}).want(t, 404, `["Invalid page."]`)
 	// An empty table has one empty first page.
 	r := do(t, c, "choices", client.Payload{Action: "list"})
 	r.want(t, 200, "[]")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -200,7 +201,7 @@ func (r *Resource[T]) ListPage(ctx context.Context, req *streamapi.Request, quer
 	if err := r.applyScope(lq, req.User); err != nil {
 		return streamapi.Page{}, err
 	}
-	return r.listPage(ctx, lq)
+	return r.listPage(ctx, lq, true)
 }
 
 // applyScope adds u's scope to a list's conditions.
@@ -213,9 +214,11 @@ func (r *Resource[T]) applyScope(lq *listQuery, u *streamapi.User) error {
 	return nil
 }
 
-// listPage runs a parsed list: one page by number (with the count) or by
-// cursor.
-func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery) (streamapi.Page, error) {
+// listPage runs a parsed list: one page by number or by cursor. With
+// counted, a numbered page also carries the count (and HasNext), one more
+// query; without, a page past the last is still refused, by its being
+// empty.
+func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery, counted bool) (streamapi.Page, error) {
 	size := lq.pageSize
 	if size <= 0 {
 		size = r.limit()
@@ -247,13 +250,18 @@ func (r *Resource[T]) listPage(ctx context.Context, lq *listQuery) (streamapi.Pa
 		p.Results = res
 		return p, err
 	}
-	count, err := r.table.Count(ctx, streamapi.ListQuery{Where: lq.q.Where})
-	if err != nil {
-		return streamapi.Page{}, err
-	}
-	// As DRF's validate_number: no page past the last (and no offset that
-	// overflows on the way).
-	if last := max(1, (count+size-1)/size); lq.page > last {
+	var count int
+	if counted {
+		var err error
+		if count, err = r.table.Count(ctx, streamapi.ListQuery{Where: lq.q.Where}); err != nil {
+			return streamapi.Page{}, err
+		}
+		// As DRF's validate_number: no page past the last.
+		if last := max(1, (count+size-1)/size); lq.page > last {
+			return streamapi.Page{}, streamapi.ErrInvalidPage
+		}
+	} else if lq.page-1 > math.MaxInt/size {
+		// An offset that would overflow: past any last page.
 		return streamapi.Page{}, streamapi.ErrInvalidPage
 	}
 	q := lq.q
@@ -418,7 +426,9 @@ func (r *Resource[T]) serveList(ctx context.Context, req *streamapi.Request) str
 	if err := r.applyScope(lq, req.User); err != nil {
 		return streamapi.Reply{Err: err}
 	}
-	page, err := r.listPage(ctx, lq)
+	// The plain array needs no count: DRF counts to refuse a page past the
+	// last, which an empty page past the first shows as well.
+	page, err := r.listPage(ctx, lq, lq.withCount)
 	if err != nil {
 		return streamapi.Reply{Err: err}
 	}
