@@ -123,8 +123,12 @@ func (c *stormCmd) Run(ctx context.Context) error {
 	}
 	defer closeAll()
 	r := loadtest.Summarize(runs)
-	fmt.Printf("storm: %d connections opened (%d failed%s) by %d process(es), %d handshakes in flight each, in %.2f s: %.0f/s; handshake%s p50 %s p99 %s max %s\n",
-		r.Opened, r.Errors, firstErr(r.FirstErr), r.Procs, c.Concurrency, r.Elapsed.Seconds(), r.ConnsPerSecond, map[bool]string{true: "+subscribe", false: ""}[c.Subscribe],
+	what := "handshake"
+	if c.Subscribe {
+		what = "handshake+subscribe"
+	}
+	fmt.Printf("storm: %d connections opened (%d failed%s) by %d process(es), %d handshakes in flight each, in %.2f s: %.0f/s; %s p50 %s p99 %s max %s\n",
+		r.Opened, r.Errors, firstErr(r.FirstErr), r.Procs, c.Concurrency, r.Elapsed.Seconds(), r.ConnsPerSecond, what,
 		r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
 	if c.ServerPID > 0 {
 		if cpu1, err := loadtest.CPUTime(c.ServerPID); err == nil {

@@ -12,21 +12,9 @@ import (
 	"unicode/utf8"
 )
 
-// Only K (U+212A) and ſ (U+017F), among all non-ASCII runes, fold onto an
-// ASCII letter: decodeFast turns away frames holding them, and compares
-// keys with ASCII folding only.
-func TestFoldingOntoASCII(t *testing.T) {
-	for r := rune(0x80); r <= unicode.MaxRune; r++ {
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			if f < 0x80 && unicode.IsLetter(f) && r != '\u212a' && r != '\u017f' {
-				t.Fatalf("%U folds onto %q", r, f)
-			}
-		}
-	}
-}
-
-// The same, asked of encoding/json itself: a key of one non-ASCII rune
-// matches no field named by an ASCII letter, except for K and ſ.
+// Only K (U+212A) and ſ (U+017F), among all non-ASCII runes, make
+// encoding/json match a field named by an ASCII letter: decodeFast turns
+// away frames holding them, and compares keys with ASCII folding only.
 func TestJSONFoldingOntoASCII(t *testing.T) {
 	type letters struct {
 		A, B, C, D, E, F, G, H, I, J, K, L, M, N, O, P, Q, R, S, T, U, V, W, X, Y, Z int
@@ -68,7 +56,7 @@ func sameDecode(t *testing.T, frame []byte) (fast bool) {
 // never disagrees with the exact decode, and accepts the ordinary ones.
 func TestDecodeFast_AgreesWithExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	keys := append(append([]string(nil), frameKeys...), "model", "Stream", "PAYLOAD", "Action", "pK", "Data", "request_ID", `\u0073tream`, "\u017ftream", "p\u212a", "other")
+	keys := append(append([]string(nil), frameKeys[:]...), "model", "Stream", "PAYLOAD", "Action", "pK", "Data", "request_ID", `\u0073tream`, "\u017ftream", "p\u212a", "other")
 	values := []string{`null`, `1`, `-2.5e3`, `"q"`, `""`, `"日本"`, `true`, `[]`, `{}`, `{"a":1}`, `"\u0041"`, `"x\"y"`, `[1,"pk"]`, `{"stream":"s"}`, `{"pk":2}`}
 	key := func() string {
 		if rng.IntN(3) > 0 {

@@ -94,7 +94,7 @@ var (
 )
 
 // frameKeys are the names decodeFast matches.
-var frameKeys = []string{"stream", "payload", "action", "pk", "data", "request_id"}
+var frameKeys = [...]string{"stream", "payload", "action", "pk", "data", "request_id"}
 
 // decodeFast decodes a well-formed frame in one pass, and reports false
 // whenever its result could differ from decodeExact's, which then decides:
@@ -110,10 +110,8 @@ func decodeFast(frame []byte) (streamapi.Request, bool) {
 	if bytes.IndexByte(frame, '\\') >= 0 || bytes.Contains(frame, kelvin) || bytes.Contains(frame, longS) {
 		return req, false
 	}
-	for _, k := range frameKeys {
-		if !keyOnceExact(frame, k) {
-			return req, false
-		}
+	if !keysOnceExact(frame) {
+		return req, false
 	}
 	var f fastFrame
 	if json.Unmarshal(frame, &f) != nil || f.Stream == nil || *f.Stream == "" || f.Payload.Action == nil {
@@ -137,21 +135,25 @@ func decodeFast(frame []byte) (streamapi.Request, bool) {
 	return req, true
 }
 
-// keyOnceExact reports whether the quoted key appears at most once in the
-// frame ignoring ASCII case, and then exactly as written.
-func keyOnceExact(frame []byte, key string) bool {
-	n := 0
+// keysOnceExact reports whether each of frameKeys appears, quoted, at most
+// once in the frame ignoring ASCII case, and then exactly as written. It
+// tries every '"' as an opening quote, so it may count a closing quote or a
+// string value too: that only sends more frames to the exact decode.
+func keysOnceExact(frame []byte) bool {
+	var seen [len(frameKeys)]bool
 	for i := 0; ; {
 		j := bytes.IndexByte(frame[i:], '"')
 		if j < 0 {
 			return true
 		}
 		i += j + 1
-		end := i + len(key)
-		if end < len(frame) && frame[end] == '"' && asciiFoldEqual(frame[i:end], key) {
-			n++
-			if n > 1 || string(frame[i:end]) != key {
-				return false
+		for k, key := range frameKeys {
+			end := i + len(key)
+			if end < len(frame) && frame[end] == '"' && asciiFoldEqual(frame[i:end], key) {
+				if seen[k] || string(frame[i:end]) != key {
+					return false
+				}
+				seen[k] = true
 			}
 		}
 	}
