@@ -20,7 +20,11 @@ type Store interface {
 	Table(model any, label string) (Table, error)
 	// Tx runs fn in one write transaction. If fn returns an error, or
 	// panics, the transaction is rolled back and no change is published. A Tx
-	// inside a Tx joins the outer one.
+	// inside a Tx joins the outer one. A transaction that fails on a
+	// retryable conflict with another (a deadlock, a serialization
+	// failure, a lost update caught by Update) is rolled back and run
+	// again, a bounded number of times: fn must do nothing outside the
+	// transaction that it cannot do twice.
 	Tx(ctx context.Context, fn func(ctx context.Context) error) error
 	// Close releases the store's connections.
 	Close() error
@@ -37,8 +41,15 @@ type Table interface {
 	Column(index []int) (string, bool)
 	// PKType returns the Go type of the primary key.
 	PKType() reflect.Type
-	// Get loads the object whose primary key is pk into dst.
+	// Get loads the object whose primary key is pk into dst. Inside a
+	// write transaction the row is not locked, but remembered as read:
+	// Update then writes only the columns changed since.
 	Get(ctx context.Context, dst any, pk any) error
+	// Lock is Get that, inside a write transaction, also locks the row
+	// until commit: the read of an object the transaction will change
+	// from what it read (a counter), so that its concurrent writers wait
+	// rather than conflict. Outside a transaction it is Get.
+	Lock(ctx context.Context, dst any, pk any) error
 	// List loads up to q.Limit objects after skipping q.Offset, in primary
 	// key order.
 	List(ctx context.Context, dst any, q ListQuery) error
@@ -47,10 +58,17 @@ type Table interface {
 	Count(ctx context.Context, q ListQuery) (int, error)
 	// Insert stores obj, filling in generated columns (the primary key).
 	Insert(ctx context.Context, obj any) error
-	// Update overwrites the stored object having obj's primary key.
+	// Update writes obj over the stored object having its primary key:
+	// only the columns obj changed since the transaction read it (all
+	// that differ, for an object it did not read), so that a column
+	// another transaction changed meanwhile is kept. obj is then loaded
+	// with the object as stored, which the update event carries. When a
+	// column obj changes was also changed by another transaction since
+	// the read, the transaction fails with a retryable conflict and Tx
+	// runs it again.
 	Update(ctx context.Context, obj any) error
-	// Delete removes the object having obj's primary key; obj is the object
-	// as it was, which the delete event carries.
+	// Delete removes the object having obj's primary key, and loads obj
+	// with the object as it was, which the delete event carries.
 	Delete(ctx context.Context, obj any) error
 }
 

@@ -202,6 +202,13 @@ func tctx(t *testing.T) context.Context {
 	return ctx
 }
 
+// longCtx is a context for one request that may wait for contended writes.
+func longCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // reply is a decoded reply frame with its payload kept raw for exact checks.
 type reply struct {
 	*client.Reply

@@ -289,3 +289,48 @@ func sameValue(a, b reflect.Value) bool {
 	}
 	return reflect.DeepEqual(a.Interface(), b.Interface())
 }
+
+// badTextIn returns badText's message for the first string in v (a
+// field's value: a string, or strings inside pointers, slices, arrays,
+// maps and structs) that no database stores as sent, or "".
+func badTextIn(v reflect.Value) string {
+	switch v.Kind() {
+	case reflect.String:
+		return badText(v.String())
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return badTextIn(v.Elem())
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Uint8 {
+			return "" // bytes, not text
+		}
+		for i := 0; i < v.Len(); i++ {
+			if msg := badTextIn(v.Index(i)); msg != "" {
+				return msg
+			}
+		}
+	case reflect.Map:
+		it := v.MapRange()
+		for it.Next() {
+			if msg := badTextIn(it.Key()); msg != "" {
+				return msg
+			}
+			if msg := badTextIn(it.Value()); msg != "" {
+				return msg
+			}
+		}
+	case reflect.Struct:
+		if v.Type() == timeType {
+			return ""
+		}
+		for i := 0; i < v.NumField(); i++ {
+			if v.Type().Field(i).IsExported() {
+				if msg := badTextIn(v.Field(i)); msg != "" {
+					return msg
+				}
+			}
+		}
+	}
+	return ""
+}

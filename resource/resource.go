@@ -371,7 +371,7 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		return reply(obj, 200, err)
 	case streamapi.ActionDelete:
 		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-			if _, err := r.getVisible(ctx, req.User, pk); err != nil {
+			if _, err := r.lockVisible(ctx, req.User, pk); err != nil {
 				return err
 			}
 			return r.Delete(ctx, pk)
@@ -384,7 +384,7 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		var data any
 		var status int
 		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-			obj, err := r.getVisible(ctx, req.User, pk)
+			obj, err := r.lockVisible(ctx, req.User, pk)
 			if err != nil {
 				return err
 			}
@@ -454,19 +454,21 @@ func (r *Resource[T]) serveList(ctx context.Context, req *streamapi.Request) str
 	return reply(page.Results, 200, nil)
 }
 
-// create builds a new object from data: defaults, then fields, then rules.
+// create builds a new object from data: defaults, then fields, then rules,
+// in the write's transaction, so that what Validate reads (a related row)
+// cannot change before the insert commits, and anew if the transaction
+// runs again after a conflict.
 func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, error) {
-	obj := new(T)
-	if r.cfg.Defaults != nil {
-		r.cfg.Defaults(ctx, obj)
-	}
-	errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, false, false)
-	if err != nil {
-		return nil, err
-	}
-	// The rules run in the write's transaction: what Validate reads (a
-	// related row) cannot change before the insert commits.
-	err = r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+	var obj *T
+	err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		obj = new(T)
+		if r.cfg.Defaults != nil {
+			r.cfg.Defaults(ctx, obj)
+		}
+		errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, false, false)
+		if err != nil {
+			return err
+		}
 		if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
 			return err
 		}
@@ -490,7 +492,7 @@ func (r *Resource[T]) change(ctx context.Context, u *streamapi.User, pk any, dat
 	var obj *T
 	err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
 		var err error
-		if obj, err = r.getVisible(ctx, u, pk); err != nil {
+		if obj, err = r.lockVisible(ctx, u, pk); err != nil {
 			return err
 		}
 		partial := action == streamapi.ActionPatch
@@ -550,8 +552,8 @@ func (r *Resource[T]) Update(ctx context.Context, obj *T) error {
 // transaction; subscribers get a delete event carrying the object as it was.
 func (r *Resource[T]) Delete(ctx context.Context, pk any) error {
 	return r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-		obj, err := r.Get(ctx, pk)
-		if err != nil {
+		obj := new(T)
+		if err := r.table.Lock(ctx, obj, pk); err != nil {
 			return err
 		}
 		if r.cfg.BeforeDelete != nil {
@@ -593,6 +595,12 @@ func (r *Resource[T]) check(ctx context.Context, obj *T, action string, errs str
 			continue
 		}
 		fv := v.FieldByIndex(f.index)
+		// Text no database stores as given (PostgreSQL refuses NUL, and
+		// invalid UTF-8): a 400 naming the field, not the driver's 500.
+		if msg := badTextIn(fv); msg != "" {
+			errs.Add(f.name, msg)
+			continue
+		}
 		// Presence is checked when decoding; in a Go value only a blank
 		// string is recognisably missing.
 		if f.required && f.typ.Kind() == reflect.String && strings.TrimSpace(fv.String()) == "" {

@@ -177,6 +177,21 @@ func (r *Resource[T]) getVisible(ctx context.Context, u *streamapi.User, pk any)
 	if err != nil {
 		return nil, err
 	}
+	return r.visibleOr404(u, obj)
+}
+
+// lockVisible is getVisible for the object a write is about: inside the
+// write's transaction its row is locked until commit (Table.Lock), so
+// that concurrent writers of it wait for each other.
+func (r *Resource[T]) lockVisible(ctx context.Context, u *streamapi.User, pk any) (*T, error) {
+	obj := new(T)
+	if err := r.table.Lock(ctx, obj, pk); err != nil {
+		return nil, err
+	}
+	return r.visibleOr404(u, obj)
+}
+
+func (r *Resource[T]) visibleOr404(u *streamapi.User, obj *T) (*T, error) {
 	ok, err := r.visible(u, obj)
 	if err != nil {
 		return nil, err

@@ -163,7 +163,10 @@ func NewWithOptions(store streamapi.Store, opts Options) (*App, error) {
 
 // validateChoice checks that the choice's question exists (and that the
 // user may see it), with DRF's PrimaryKeyRelatedField message, and copies
-// the question's visibility onto the choice.
+// the question's visibility onto the choice. The question is read without
+// a lock: a write to a choice locks the choice, a write to a question the
+// question and then its choices, always in that order, so the two never
+// deadlock.
 func (a *App) validateChoice(ctx context.Context, c *Choice, _ string) error {
 	q, err := a.question(ctx, c.QuestionID)
 	if err != nil {
@@ -238,7 +241,9 @@ func (a *App) ownerOnly(ctx context.Context, q *Question, action string) error {
 
 // followQuestion keeps the question's visibility on its choices, in the
 // same transaction: a choice whose question is unpublished leaves the view
-// of those who may no longer see it, as an event.
+// of those who may no longer see it, as an event. The list does not lock
+// the choices, and writing one back writes only the two columns changed
+// here: a vote cast meanwhile is kept (Table.Update).
 func (a *App) followQuestion(ctx context.Context, q *Question, action string) error {
 	if action == streamapi.ActionCreate {
 		return nil // a new question has no choices yet

@@ -20,6 +20,7 @@ type Polls struct {
 	Base string // the HTTP base URL (REST at Base+"/api/")
 	App  *polls.App
 	API  *server.Server
+	DB   *sqlstore.DB
 }
 
 // PollsAuth serves the app with owners and their rules (polls.Options.Auth)
@@ -35,9 +36,16 @@ func PollsAuth(a streamapi.Authenticator) func(*polls.Options, *server.Config) {
 // in-process broker and the change log, until the test ends.
 func PollsServer(tb testing.TB, opts ...func(*polls.Options, *server.Config)) *Polls {
 	tb.Helper()
+	return PollsServerOn(tb, "sqlite:"+filepath.Join(tb.TempDir(), "polls.db"), opts...)
+}
+
+// PollsServerOn is PollsServer on the database dsn (a fresh one: see
+// Postgres).
+func PollsServerOn(tb testing.TB, dsn string, opts ...func(*polls.Options, *server.Config)) *Polls {
+	tb.Helper()
 	ctx := context.Background()
 	broker := memory.New()
-	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(tb.TempDir(), "polls.db"), sqlstore.Options{Publisher: broker})
+	db, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Publisher: broker})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -65,5 +73,5 @@ func PollsServer(tb testing.TB, opts ...func(*polls.Options, *server.Config)) *P
 		broker.Close()
 		db.Close()
 	})
-	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Base: hs.URL, App: app, API: api}
+	return &Polls{WS: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", Base: hs.URL, App: app, API: api, DB: db}
 }

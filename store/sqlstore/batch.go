@@ -197,6 +197,7 @@ func (db *DB) runBatch(batch []*writeReq) (again []*writeReq) {
 			}
 		}
 		mark := len(st.changes)
+		st.reads = nil // each write is a transaction of its own
 		r.run(context.WithValue(r.ctx, txKey{}, st))
 		if r.err != nil {
 			st.changes = st.changes[:mark]

@@ -37,6 +37,11 @@ type Options struct {
 	// A publish that fails or times out is logged: with the change log on,
 	// receivers read the change from it instead.
 	PublishTimeout time.Duration
+	// TxAttempts is how many times a write transaction runs before a
+	// retryable conflict (a deadlock, a serialization failure, a column
+	// changed since it was read) is given up and answered ErrContention;
+	// zero means 10.
+	TxAttempts int
 	// NoChangeLog turns the change log (the outbox) off: changes are then
 	// published after commit with no seq, a crash between commit and
 	// publish loses them, and subscriptions cannot resume. For measuring
@@ -54,7 +59,9 @@ type DB struct {
 
 	changeLog      bool
 	publishTimeout time.Duration
-	logStmt        *sql.Stmt // SQLite: the change log's insert, on the writer
+	txAttempts     int
+	retries        atomic.Uint64 // transactions run again after a conflict
+	logStmt        *sql.Stmt     // SQLite: the change log's insert, on the writer
 	pgConfig       *pgx.ConnConfig
 	notify         chan string // PostgreSQL NOTIFYs from triggers; nil on SQLite
 	stop           context.CancelFunc
@@ -103,6 +110,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	db := &DB{pub: opts.Publisher, log: opts.Logger, changeLog: !opts.NoChangeLog, publishTimeout: opts.PublishTimeout, tables: map[string]*table{}}
 	if db.publishTimeout <= 0 {
 		db.publishTimeout = 2 * time.Second
+	}
+	db.txAttempts = opts.TxAttempts
+	if db.txAttempts <= 0 {
+		db.txAttempts = 10
 	}
 	if db.log == nil {
 		db.log = slog.Default()
@@ -286,7 +297,15 @@ type txState struct {
 	tx      bun.Tx
 	changes []streamapi.Change
 	batched bool // run by SQLite's committer, with other callers' work
+	// reads are the rows the transaction read, as it read them (rows.go);
+	// in a batch, those of the write being run.
+	reads map[rowKey][]*image
+	// lockReads makes every read lock its rows: a run after one that
+	// failed on a column changed since it was read.
+	lockReads bool
 }
+
+type lockReadsKey struct{}
 
 // stmtCtx returns the context a statement runs with: ctx, or in a batched
 // transaction ctx without its cancellation. SQLite rolls back the whole
@@ -312,19 +331,48 @@ func (db *DB) txFrom(ctx context.Context) *txState {
 
 // Tx runs fn in one write transaction; see streamapi.Store. On SQLite the
 // committer runs it, possibly in one transaction with other callers' (each
-// in its own savepoint: batch.go).
-func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+// in its own savepoint: batch.go). A transaction that fails with a
+// retryable conflict (a PostgreSQL deadlock or serialization failure, a
+// column changed since it was read, a batch rolled back by another write)
+// is rolled back and fn runs again, up to Options.TxAttempts times in all,
+// after a short random pause; past that the caller gets ErrContention.
+func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) error {
 	if db.txFrom(ctx) != nil {
 		return fn(ctx)
 	}
-	if db.wq != nil {
-		return db.batchTx(ctx, fn)
+	for attempt := 1; ; attempt++ {
+		var err error
+		if db.wq != nil {
+			err = db.batchTx(ctx, fn)
+		} else {
+			err = db.tx(ctx, fn)
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if errors.Is(err, errStale) {
+			// Optimism lost once: the next run locks every row it reads,
+			// so that it cannot lose the same way again.
+			ctx = context.WithValue(ctx, lockReadsKey{}, true)
+		}
+		if attempt >= db.txAttempts {
+			db.log.WarnContext(ctx, "write transaction kept conflicting; giving up", "attempts", attempt, "err", err)
+			return fmt.Errorf("%w (%v)", ErrContention, err)
+		}
+		db.retries.Add(1)
+		if err := sleepCtx(ctx, backoff(attempt)); err != nil {
+			return err
+		}
 	}
+}
+
+// tx runs fn once in its own transaction (PostgreSQL).
+func (db *DB) tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlstore: begin: %w", err)
 	}
-	st := &txState{db: db, tx: tx}
+	st := &txState{db: db, tx: tx, lockReads: ctx.Value(lockReadsKey{}) != nil}
 	committed := false
 	defer func() {
 		if !committed {

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,21 +76,35 @@ func (t *table) Column(index []int) (string, bool) {
 func (t *table) PKType() reflect.Type { return t.pk.IndirectType }
 
 func (t *table) Get(ctx context.Context, dst any, pk any) error {
-	if t.db.dialect == "sqlite" && t.db.txFrom(ctx) == nil {
+	return t.get(ctx, dst, pk, false)
+}
+
+// Lock is Get that, inside a write transaction, also locks the row until
+// commit (PostgreSQL: SELECT … FOR NO KEY UPDATE; SQLite's single writer
+// holds every row already): the read of an object the transaction will
+// change from what it read, so that concurrent writers of the row wait
+// for it instead of conflicting with it.
+func (t *table) Lock(ctx context.Context, dst any, pk any) error {
+	return t.get(ctx, dst, pk, true)
+}
+
+func (t *table) get(ctx context.Context, dst any, pk any, lock bool) error {
+	st := t.db.txFrom(ctx)
+	if t.db.dialect == "sqlite" && st == nil {
 		return t.getPrepared(ctx, dst, pk)
 	}
 	sel := t.db.idb(ctx).NewSelect().Model(dst).
 		Where("? = ?", bun.Ident(t.pk.Name), pk).
 		Limit(1)
-	if t.db.dialect == "postgres" && t.db.txFrom(ctx) != nil {
-		// A read in a write transaction is a read-modify-write: lock the
-		// row, so that a concurrent writer's change is not overwritten
-		// with the stale copy (SQLite's single writer gives this anyway).
-		sel = sel.For("UPDATE")
+	if st != nil && (lock || st.lockReads) && t.db.dialect == "postgres" {
+		sel = sel.For("NO KEY UPDATE")
 	}
 	err := sel.Scan(t.db.stmtCtx(ctx))
 	if err != nil {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
+	}
+	if st != nil {
+		t.remember(st, dst)
 	}
 	return nil
 }
@@ -164,8 +177,14 @@ func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error 
 	if q.Offset > 0 {
 		sel = sel.Offset(int64(q.Offset))
 	}
+	if st := t.db.txFrom(ctx); st != nil && st.lockReads && t.db.dialect == "postgres" {
+		sel = sel.For("NO KEY UPDATE")
+	}
 	if err := sel.Scan(t.db.stmtCtx(ctx)); err != nil {
 		return fmt.Errorf("list %s: %w", t.label, mapErr(err))
+	}
+	if st := t.db.txFrom(ctx); st != nil {
+		t.rememberAll(st, dst)
 	}
 	return nil
 }
@@ -183,74 +202,124 @@ func (t *table) Count(ctx context.Context, q streamapi.ListQuery) (int, error) {
 }
 
 func (t *table) Insert(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeCreate, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
-		if v := reflect.ValueOf(obj).Elem(); v.Type() == t.typ {
-			if args, ok := t.insertArgs(v); ok {
-				if done, err := t.insertPrepared(ctx, tx.Tx, v, args); done {
-					return driver.RowsAffected(1), err
-				}
+	return t.write(ctx, streamapi.ChangeCreate, obj, func(ctx context.Context, st *txState, v reflect.Value) (json.RawMessage, error) {
+		if args, ok := t.insertArgs(v); ok {
+			if done, err := t.insertPrepared(ctx, st.tx.Tx, v, args); done {
+				return nil, err
 			}
 		}
-		return tx.NewInsert().Model(obj).Returning("*").Exec(ctx)
+		_, err := st.tx.NewInsert().Model(obj).Returning("*").Exec(ctx)
+		return nil, err
 	})
 }
 
+// Update writes the columns of obj that differ from the row as this
+// transaction read it into obj (rows.go), or, for an object the
+// transaction did not read, from the row as it is: a column it did not
+// change keeps whatever another transaction wrote there. obj is then
+// loaded with the row as stored. A column obj changes that another
+// transaction changed after the read fails the transaction with a
+// retryable conflict (Tx runs it again).
 func (t *table) Update(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeUpdate, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
-		return tx.NewUpdate().Model(obj).WherePK().Returning("*").Exec(ctx)
+	return t.write(ctx, streamapi.ChangeUpdate, obj, func(ctx context.Context, st *txState, v reflect.Value) (json.RawMessage, error) {
+		// The row as it is, locked until commit: the event's "before",
+		// and what the columns written are checked against.
+		cur := reflect.New(t.typ)
+		cur.Elem().FieldByIndex(t.pk.Index).Set(v.FieldByIndex(t.pk.Index))
+		sel := st.tx.NewSelect().Model(cur.Interface()).WherePK()
+		if t.db.dialect == "postgres" {
+			sel = sel.For("NO KEY UPDATE")
+		}
+		if err := sel.Scan(ctx); err != nil {
+			return nil, err
+		}
+		before, err := json.Marshal(cur.Interface())
+		if err != nil {
+			return nil, fmt.Errorf("encode: %w", err)
+		}
+		k := t.key(v)
+		cols, stale := t.dirty(st.baseOf(k, obj), t.imageOf(cur.Elem(), nil), t.imageOf(v, nil))
+		if stale {
+			return nil, errStale
+		}
+		if len(cols) == 0 {
+			v.Set(cur.Elem()) // nothing to write: obj is the row as stored
+			return before, nil
+		}
+		res, err := st.tx.NewUpdate().Model(obj).Column(cols...).WherePK().Returning("*").Exec(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil, streamapi.ErrNotFound
+		}
+		return before, nil
 	})
 }
 
+// Delete removes the row with obj's key and loads obj with the row as it
+// was, which the delete event carries.
 func (t *table) Delete(ctx context.Context, obj any) error {
-	return t.write(ctx, streamapi.ChangeDelete, obj, func(ctx context.Context, tx bun.Tx) (sql.Result, error) {
-		return tx.NewDelete().Model(obj).WherePK().Exec(ctx)
+	return t.write(ctx, streamapi.ChangeDelete, obj, func(ctx context.Context, st *txState, v reflect.Value) (json.RawMessage, error) {
+		res, err := st.tx.NewDelete().Model(obj).WherePK().Returning("*").Exec(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if n, err := res.RowsAffected(); err == nil && n == 0 {
+			return nil, streamapi.ErrNotFound
+		}
+		return nil, nil
 	})
+}
+
+// key returns the row key of the struct v.
+func (t *table) key(v reflect.Value) rowKey {
+	return rowKey{t.label, string(streamapi.EncodePK(v.FieldByIndex(t.pk.Index).Interface()))}
 }
 
 // write runs one statement in the context's transaction (or a new one) and
-// records its change for publication after commit.
-func (t *table) write(ctx context.Context, action string, obj any, exec func(context.Context, bun.Tx) (sql.Result, error)) error {
+// records its change for publication after commit. exec returns the
+// object before the change, for updates. A write in a transaction of its
+// own may run again (Tx retries conflicts): each run starts from obj as
+// the caller passed it.
+func (t *table) write(ctx context.Context, action string, obj any, exec func(context.Context, *txState, reflect.Value) (json.RawMessage, error)) error {
 	v := reflect.ValueOf(obj)
 	if v.Kind() != reflect.Pointer || v.Elem().Type() != t.typ {
 		return fmt.Errorf("sqlstore: %s %s: want *%s, got %T", action, t.label, t.typ, obj)
 	}
+	v = v.Elem()
+	var orig reflect.Value
+	if t.db.txFrom(ctx) == nil {
+		orig = reflect.New(t.typ).Elem()
+		orig.Set(v)
+	}
 	return t.db.Tx(ctx, func(ctx context.Context) error {
+		if orig.IsValid() {
+			v.Set(orig)
+		}
 		st := t.db.txFrom(ctx)
 		ctx = t.db.stmtCtx(ctx)
-		var before json.RawMessage
-		if action == streamapi.ChangeUpdate {
-			// The row as it was, in the transaction (and locked on
-			// PostgreSQL): events need it to tell visibility changes.
-			old := reflect.New(t.typ)
-			old.Elem().FieldByIndex(t.pk.Index).Set(v.Elem().FieldByIndex(t.pk.Index))
-			sel := st.tx.NewSelect().Model(old.Interface()).WherePK()
-			if t.db.dialect == "postgres" {
-				sel = sel.For("UPDATE")
-			}
-			if err := sel.Scan(ctx); err != nil {
-				return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
-			}
-			var err error
-			if before, err = json.Marshal(old.Interface()); err != nil {
-				return fmt.Errorf("%s %s: encode: %w", action, t.label, err)
-			}
-		}
-		res, err := exec(ctx, st.tx)
+		before, err := exec(ctx, st, v)
 		if err != nil {
+			if errors.Is(err, errStale) {
+				return err
+			}
 			return fmt.Errorf("%s %s: %w", action, t.label, mapErr(err))
-		}
-		if n, err := res.RowsAffected(); err == nil && n == 0 {
-			return fmt.Errorf("%s %s: %w", action, t.label, streamapi.ErrNotFound)
 		}
 		data, err := json.Marshal(obj)
 		if err != nil {
 			return fmt.Errorf("%s %s: encode: %w", action, t.label, err)
 		}
-		pk := v.Elem().FieldByIndex(t.pk.Index).Interface()
+		k := t.key(v)
+		if action == streamapi.ChangeDelete {
+			delete(st.reads, k)
+		} else {
+			st.written(k, t.imageOf(v, obj))
+		}
 		st.changes = append(st.changes, streamapi.Change{
 			Model:  t.label,
 			Action: action,
-			PK:     streamapi.EncodePK(pk),
+			PK:     json.RawMessage(k.pk),
 			Data:   data,
 			Before: before,
 		})
