@@ -1,6 +1,7 @@
 package streamapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -19,6 +20,7 @@ const (
 	EINTERNAL      = "internal"       // anything else: 500
 	EUNKNOWNACTION = "unknown_action" // the resource offers no such action: 400
 	EGONE          = "gone"           // a resume point the change log no longer holds: 410
+	ETIMEOUT       = "timeout"        // the request ran out of its time (RequestTimeout): 503
 )
 
 // Error is the error type every layer returns. Fields, when set, holds
@@ -90,7 +92,21 @@ var (
 	// ErrResyncRequired answers a subscription that cannot resume from the
 	// seq it gave ("since"): the client must reload what it shows.
 	ErrResyncRequired = &Error{Code: EGONE, Message: "resync required"}
+	// ErrTimeout answers a request stopped at its deadline: its
+	// statements were cancelled, and a write rolled back.
+	ErrTimeout = &Error{Code: ETIMEOUT, Message: "The request took too long and was stopped."}
 )
+
+// Timeout returns ErrTimeout when err is a bare context deadline (a
+// request that ran out of time), and err otherwise: surfaces call it
+// before mapping an error to a status, so that a deadline is a 503, not a
+// 500.
+func Timeout(err error) error {
+	if err != nil && ErrorCode(err) == EINTERNAL && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (%v)", ErrTimeout, err)
+	}
+	return err
+}
 
 // PermissionDenied returns the error for a refused action: EUNAUTHORIZED (401)
 // for an anonymous user, EFORBIDDEN (403) for an authenticated one, both with

@@ -20,6 +20,7 @@ package rest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/streamapi/streamapi"
 )
@@ -46,6 +48,10 @@ type Config struct {
 	// MaxBodyBytes caps request bodies; bigger ones answer 413. Default
 	// 1 MiB.
 	MaxBodyBytes int64
+	// RequestTimeout bounds each request's handling (its context's
+	// deadline); past it the request answers 503. Zero means 10 s,
+	// negative none.
+	RequestTimeout time.Duration
 	// Logger receives internal errors; nil uses slog.Default().
 	Logger *slog.Logger
 }
@@ -67,6 +73,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
 	}
 	h := &Handler{cfg: cfg, resources: map[string]streamapi.Resource{}, custom: map[string]map[string]streamapi.ActionInfo{}, log: cfg.Logger}
 	if h.log == nil {
@@ -157,8 +166,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Resources find the user in the context too (Defaults, Validate), as
-	// on the WebSocket.
-	r = r.WithContext(streamapi.WithUser(r.Context(), user))
+	// on the WebSocket. The request has its deadline; a client that goes
+	// away cancels it as well (net/http).
+	ctx := streamapi.WithUser(r.Context(), user)
+	if d := h.cfg.RequestTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	r = r.WithContext(ctx)
 	req := &streamapi.Request{Stream: res.Stream(), Action: action, User: user}
 	if rt.pk != "" {
 		req.PK, _ = json.Marshal(rt.pk)
@@ -422,6 +438,7 @@ var statuses = map[string]int{
 	streamapi.ECONFLICT:      http.StatusConflict,
 	streamapi.EGONE:          http.StatusGone,
 	streamapi.ETOOMANY:       http.StatusTooManyRequests,
+	streamapi.ETIMEOUT:       http.StatusServiceUnavailable,
 	eTooLarge:                http.StatusRequestEntityTooLarge,
 	eMediaType:               http.StatusUnsupportedMediaType,
 }
@@ -436,6 +453,7 @@ const (
 // error answers err in DRF's shape; allow, when the error is an action
 // the resource does not offer, fills the Allow header.
 func (h *Handler) error(w http.ResponseWriter, r *http.Request, err error, allow []string) {
+	err = streamapi.Timeout(err)
 	code := streamapi.ErrorCode(err)
 	status, ok := statuses[code]
 	if !ok {

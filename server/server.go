@@ -63,6 +63,11 @@ type Config struct {
 	ChangeLog streamapi.ChangeLog
 	// Log tunes the use of ChangeLog; zero fields take the defaults.
 	Log LogOptions
+	// RequestTimeout bounds the handling of one WebSocket frame or REST
+	// request: its context's deadline, which cancels its statements. A
+	// frame's context is also cancelled when its connection closes.
+	// Default 10 s; negative means none.
+	RequestTimeout time.Duration
 	// AllowedOrigins lists the origins (scheme://host[:port]) whose pages
 	// may open the WebSocket, besides the server's own host. A handshake
 	// whose Origin is neither is refused with 403: a page on another site
@@ -98,10 +103,17 @@ type ConnLimits struct {
 	Rate  float64
 	Burst int
 	// PingInterval is how long a connection may stay silent before the
-	// server pings it; silent for PingInterval+PongTimeout, it is closed
-	// with 1008. Defaults 25 s and 10 s; negative PingInterval disables.
+	// server pings it; a ping left unanswered for PongTimeout closes it
+	// with 1008. A client that answers pings stays connected however long
+	// it is idle; a silent one is closed within PingInterval+PongTimeout
+	// and one scan (at most half the shorter of the two). Defaults 25 s
+	// and 10 s; negative PingInterval disables.
 	PingInterval time.Duration
 	PongTimeout  time.Duration
+	// MaxPending bounds the frames that wait while one is handled; past
+	// it the server stops reading the connection until one is done.
+	// Default 16.
+	MaxPending int
 }
 
 // LogOptions tune how a server uses its change log.
@@ -167,10 +179,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	sort.Strings(s.streams)
 	var err error
 	s.rest, err = rest.New(rest.Config{
-		Resources:     cfg.Resources,
-		Authenticator: cfg.Authenticator,
-		MaxBodyBytes:  int64(cfg.Conn.MaxFrameBytes),
-		Logger:        log,
+		Resources:      cfg.Resources,
+		Authenticator:  cfg.Authenticator,
+		MaxBodyBytes:   int64(cfg.Conn.MaxFrameBytes),
+		RequestTimeout: cfg.RequestTimeout,
+		Logger:         log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
@@ -218,14 +231,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		m.SetVerifier(v)
 	}
 	s.up = conn.NewUpgrader(m, conn.Options{
-		MaxFrameBytes: cfg.Conn.MaxFrameBytes,
-		MaxQueue:      cfg.Conn.MaxQueue,
-		MaxQueueBytes: cfg.Conn.MaxQueueBytes,
-		Rate:          cfg.Conn.Rate,
-		Burst:         cfg.Conn.Burst,
-		PingInterval:  cfg.Conn.PingInterval,
-		PongTimeout:   cfg.Conn.PongTimeout,
-		Logger:        log,
+		MaxFrameBytes:  cfg.Conn.MaxFrameBytes,
+		MaxQueue:       cfg.Conn.MaxQueue,
+		MaxQueueBytes:  cfg.Conn.MaxQueueBytes,
+		Rate:           cfg.Conn.Rate,
+		Burst:          cfg.Conn.Burst,
+		PingInterval:   cfg.Conn.PingInterval,
+		PongTimeout:    cfg.Conn.PongTimeout,
+		MaxPending:     cfg.Conn.MaxPending,
+		RequestTimeout: cfg.RequestTimeout,
+		Logger:         log,
 	})
 	return s, nil
 }

@@ -8,7 +8,9 @@ package conn
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -23,8 +25,9 @@ import (
 // Close codes this package sends.
 const (
 	CloseGoingAway     = 1001 // server shutting down
-	ClosePolicy        = 1008 // outbound queue overflow: slow consumer
+	ClosePolicy        = 1008 // outbound queue overflow (slow consumer), or no pong
 	CloseMessageTooBig = 1009 // frame over MaxFrameBytes (sent by gws)
+	CloseInternalError = 1011 // the handler panicked
 )
 
 // Handler receives a connection's frames, one at a time in arrival order,
@@ -56,11 +59,21 @@ type Options struct {
 	Rate  float64
 	Burst int
 	// PingInterval is how long a connection may stay silent before the
-	// server pings it; one that stays silent for PingInterval+PongTimeout
-	// is closed with 1008 (a dead peer, or a proxy that dropped it).
-	// Defaults 25 s and 10 s; a negative PingInterval disables pings.
+	// server pings it; one that then leaves the ping unanswered for
+	// PongTimeout is closed with 1008 (a dead peer, or a proxy that
+	// dropped it). Defaults 25 s and 10 s; a negative PingInterval
+	// disables pings. keepalive.go.
 	PingInterval time.Duration
 	PongTimeout  time.Duration
+	// MaxPending bounds the inbound frames that wait while one is being
+	// handled (and their bytes, to MaxFrameBytes); past it the server
+	// stops reading the connection until one is done (backpressure).
+	// Default 16.
+	MaxPending int
+	// RequestTimeout bounds the handling of one frame: its context's
+	// deadline, which cancels its statements. Default 10 s; negative
+	// means none.
+	RequestTimeout time.Duration
 	// Logger receives connection-level errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -90,6 +103,12 @@ func (o Options) withDefaults() Options {
 	if o.PongTimeout <= 0 {
 		o.PongTimeout = 10 * time.Second
 	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 16
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = 10 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -112,6 +131,11 @@ type Upgrader struct {
 	keepalive sync.Once     // starts the pinger on the first connection
 	stop      chan struct{} // closed by Shutdown: the pinger exits
 	stopped   chan struct{} // closed when the pinger has exited
+	ping      []*Conn       // the scan's buffers (keepalive.go)
+	drop      []*Conn
+
+	pings    atomic.Uint64 // pings sent by the keep-alive
+	timeouts atomic.Uint64 // connections it closed
 }
 
 const sessionKey = "c"
@@ -175,22 +199,41 @@ func (u *Upgrader) Accept(w http.ResponseWriter, r *http.Request, user *streamap
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	c := &Conn{ws: ws, u: u, ctx: ctx, cancel: cancel}
+	c := u.newConn(r.Context(), ws, user)
+	ws.Session().Store(sessionKey, c)
+	go ws.ReadLoop()
+	return nil
+}
+
+// newConn registers a connection over ws, whose user is user.
+func (u *Upgrader) newConn(ctx context.Context, ws socket, user *streamapi.User) *Conn {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c := &Conn{ws: ws, u: u, ctx: ctx, cancel: cancel,
+		out: queue{maxFrames: u.opts.MaxQueue, maxBytes: u.opts.MaxQueueBytes}}
+	c.room = sync.NewCond(&c.mu)
 	c.SetUser(user)
 	if u.opts.Rate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(u.opts.Rate), u.opts.Burst)
 	}
 	c.seen()
-	ws.Session().Store(sessionKey, c)
 	u.mu.Lock()
 	u.conns[c] = struct{}{}
 	u.mu.Unlock()
 	if u.opts.PingInterval > 0 {
 		u.keepalive.Do(func() { go u.pinger() })
 	}
-	go ws.ReadLoop()
-	return nil
+	return c
+}
+
+// socket is what a connection needs of its WebSocket: gws's Conn, or a
+// fake in the tests of the writer's interleavings.
+type socket interface {
+	WriteMessage(opcode gws.Opcode, payload []byte) error
+	Writev(opcode gws.Opcode, payloads ...[]byte) error
+	WritePing(payload []byte) error
+	WriteClose(code uint16, reason []byte) error
+	SetWriteDeadline(t time.Time) error
+	RemoteAddr() net.Addr
 }
 
 func connOf(socket *gws.Conn) *Conn {
@@ -199,38 +242,149 @@ func connOf(socket *gws.Conn) *Conn {
 	return c
 }
 
-// OnMessage implements gws.Event: frames are handled in order on the read
-// loop's goroutine.
+// OnMessage implements gws.Event. It runs on the read loop's goroutine:
+// after the rate limit (which pauses reading: backpressure), the frame goes
+// to the connection's inbox and the read loop goes back to reading, so
+// that it sees pongs, and a close, while the frame is handled. The frames
+// are handled one at a time, in order, by the connection's worker.
 func (u *Upgrader) OnMessage(socket *gws.Conn, msg *gws.Message) {
-	defer msg.Close()
 	c := connOf(socket)
 	if c == nil {
+		msg.Close()
 		return
 	}
+	c.receive(msg.Bytes(), msg)
+}
+
+// receive takes one inbound frame; release, when not nil, is closed once
+// the frame's bytes are no longer needed (gws pools them).
+func (c *Conn) receive(b []byte, release io.Closer) {
+	u := c.u
 	c.seen()
 	u.mu.Lock()
 	if u.draining {
 		u.mu.Unlock()
+		if release != nil {
+			_ = release.Close()
+		}
 		return // the connection is about to be closed with 1001
 	}
 	u.inflight.Add(1)
 	u.mu.Unlock()
-	defer u.inflight.Done()
 	if c.limiter != nil {
-		if err := c.limiter.Wait(c.ctx); err != nil {
+		c.held.Add(1)
+		err := c.limiter.Wait(c.ctx)
+		c.seen() // a wait is ours, not the peer's silence
+		c.held.Add(-1)
+		if err != nil {
+			c.dropped(release)
 			return
 		}
 	}
-	u.h.HandleFrame(c.uctx.Load().Context, c, msg.Bytes())
+	c.mu.Lock()
+	if len(c.inbox) > 0 && (len(c.inbox) >= u.opts.MaxPending || c.inboxBytes+len(b) > u.opts.MaxFrameBytes) {
+		// Full: stop reading until the worker takes one.
+		c.held.Add(1)
+		for !c.closed && len(c.inbox) > 0 && (len(c.inbox) >= u.opts.MaxPending || c.inboxBytes+len(b) > u.opts.MaxFrameBytes) {
+			c.room.Wait()
+		}
+		c.held.Add(-1)
+		c.seen()
+	}
+	if c.closed {
+		c.mu.Unlock()
+		c.dropped(release)
+		return
+	}
+	c.inbox = append(c.inbox, inFrame{b: b, release: release})
+	c.inboxBytes += len(b)
+	if c.idle == nil {
+		c.idle = make(chan struct{})
+		go c.work(c.idle)
+	}
+	c.mu.Unlock()
+}
+
+// dropped forgets a frame that will not be handled.
+func (c *Conn) dropped(release io.Closer) {
+	if release != nil {
+		_ = release.Close()
+	}
+	c.u.inflight.Done()
+}
+
+// inFrame is an inbound frame waiting for the worker.
+type inFrame struct {
+	b       []byte
+	release io.Closer
+}
+
+// work handles the inbox's frames in order until it is empty, then exits:
+// an idle connection has no worker. A frame that arrives after the
+// connection closed is not handled; one being handled when it closes has
+// its context cancelled (and so its statements).
+func (c *Conn) work(idle chan struct{}) {
+	for {
+		c.mu.Lock()
+		if len(c.inbox) == 0 || c.closed {
+			rest := c.inbox
+			c.inbox, c.inboxBytes = nil, 0
+			c.idle = nil
+			c.room.Broadcast()
+			c.mu.Unlock()
+			for _, f := range rest {
+				c.dropped(f.release)
+			}
+			close(idle)
+			return
+		}
+		f := c.inbox[0]
+		c.inbox[0] = inFrame{}
+		c.inbox = c.inbox[1:]
+		c.inboxBytes -= len(f.b)
+		c.room.Signal()
+		c.mu.Unlock()
+		c.handle(f)
+	}
+}
+
+// handle hands one frame to the handler, with the request's deadline. A
+// panic is the handler's bug: it is logged and closes this connection
+// (1011), not the process.
+func (c *Conn) handle(f inFrame) {
+	defer c.dropped(f.release)
+	defer func() {
+		if v := recover(); v != nil {
+			c.u.opts.Logger.Error("panic handling a frame", "panic", v, "remote", c.ws.RemoteAddr().String())
+			go c.closeNow(CloseInternalError, "internal error")
+		}
+	}()
+	ctx := c.uctx.Load().Context
+	if d := c.u.opts.RequestTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	c.u.h.HandleFrame(ctx, c, f.b)
 }
 
 // OnPing implements gws.Event: the pong echoes the ping's payload, as RFC
 // 6455 §5.5.3 requires (gws's built-in handler sends an empty one).
 func (u *Upgrader) OnPing(socket *gws.Conn, payload []byte) {
-	if c := connOf(socket); c != nil {
-		c.seen()
+	c := connOf(socket)
+	if c == nil {
+		return
 	}
-	_ = socket.WritePong(payload)
+	c.seen()
+	c.writeControl(func() error { return socket.WritePong(payload) })
+}
+
+// writeControl writes a ping or pong with a fresh write deadline: the
+// socket's deadline is the last frame's, long past on an idle connection,
+// and a write past it fails and closes the connection.
+func (c *Conn) writeControl(write func() error) {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(c.u.opts.WriteTimeout))
+	_ = write()
 }
 
 // OnPong implements gws.Event: a pong is a sign of life.
@@ -240,59 +394,36 @@ func (u *Upgrader) OnPong(socket *gws.Conn, _ []byte) {
 	}
 }
 
-// pinger wakes every half PingInterval: it pings the connections silent
-// for PingInterval and closes those silent for PingInterval+PongTimeout.
-// One goroutine serves every connection; a connection holds no timer.
-func (u *Upgrader) pinger() {
-	defer close(u.stopped)
-	t := time.NewTicker(u.opts.PingInterval / 2)
-	defer t.Stop()
-	var silent []*Conn
-	for {
-		select {
-		case <-u.stop:
-			return
-		case now := <-t.C:
-			silent = silent[:0]
-			u.mu.Lock()
-			for c := range u.conns {
-				if now.Sub(time.Unix(0, c.lastSeen.Load())) >= u.opts.PingInterval {
-					silent = append(silent, c)
-				}
-			}
-			u.mu.Unlock()
-			for _, c := range silent {
-				if now.Sub(time.Unix(0, c.lastSeen.Load())) >= u.opts.PingInterval+u.opts.PongTimeout {
-					go c.closeNow(ClosePolicy, "no pong within the timeout")
-				} else {
-					go c.ws.WritePing(nil) // on a closed socket gws just returns an error
-				}
-			}
-		}
+// OnClose implements gws.Event. The handler may already have been told (a
+// slow consumer's subscriptions go at once); it is told again once the
+// frame being handled, whose context is cancelled now, is done, so that a
+// subscription that frame registered goes too.
+func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
+	if c := connOf(socket); c != nil {
+		c.closed0()
 	}
 }
 
-// OnClose implements gws.Event. The handler may already have been told (a
-// slow consumer's subscriptions go at once); telling it again also drops
-// anything a frame in progress registered meanwhile.
-func (u *Upgrader) OnClose(socket *gws.Conn, err error) {
-	c := connOf(socket)
-	if c == nil {
-		return
-	}
+// closed0 is OnClose for c.
+func (c *Conn) closed0() {
 	c.cancel()
 	c.mu.Lock()
 	c.closed = true
-	c.queue = nil
+	c.out.reset()
 	if c.expiry != nil {
 		c.expiry.Stop() // no timer outlives its connection
 		c.expiry = nil
 	}
+	c.room.Broadcast()
+	idle := c.idle
 	c.mu.Unlock()
-	u.mu.Lock()
-	delete(u.conns, c)
-	u.mu.Unlock()
-	u.h.Closed(c)
+	if idle != nil {
+		<-idle
+	}
+	c.u.mu.Lock()
+	delete(c.u.conns, c)
+	c.u.mu.Unlock()
+	c.u.h.Closed(c)
 }
 
 // Len returns the number of open connections.
@@ -345,7 +476,7 @@ func (u *Upgrader) Shutdown(ctx context.Context) error {
 
 // Conn is one client connection. It implements streamapi.Peer.
 type Conn struct {
-	ws      *gws.Conn
+	ws      socket
 	u       *Upgrader
 	user    atomic.Pointer[streamapi.User]
 	uctx    atomic.Pointer[userCtx] // ctx carrying the current user, made once per SetUser
@@ -354,21 +485,27 @@ type Conn struct {
 	cancel  context.CancelFunc
 	limiter *rate.Limiter
 
-	mu         sync.Mutex
-	queue      []streamapi.Frame
-	queueBytes int // the bytes of the frames in queue
-	writing    bool
-	closing    bool // no more frames accepted
-	closed     bool
-	drained    chan struct{} // closed when the queue empties, if waited for
+	mu      sync.Mutex
+	out     queue // outbound frames
+	writing bool  // a writer (goroutine, or an inline Reply) owns the socket
+	closing bool  // no more frames accepted
+	closed  bool
+	drained chan struct{} // closed when the queue empties, if waited for
+
+	inbox      []inFrame     // inbound frames waiting for the worker
+	inboxBytes int           // their bytes
+	idle       chan struct{} // while a worker runs: closed when it exits
+	room       *sync.Cond    // on mu: the reader waits for room in the inbox
 
 	overflow atomic.Bool // the queue overflowed: drop everything, close with 1008
 
 	sent     atomic.Uint64
-	lastSeen atomic.Int64 // unix nanoseconds of the last frame or pong received
+	lastSeen atomic.Int64 // nanotime of the last frame, ping or pong received
+	pingedAt atomic.Int64 // nanotime of the last keep-alive ping (0: none)
+	held     atomic.Int32 // >0 while the server itself holds off reading
 }
 
-func (c *Conn) seen() { c.lastSeen.Store(time.Now().UnixNano()) }
+func (c *Conn) seen() { c.lastSeen.Store(nanotime()) }
 
 var _ streamapi.Peer = (*Conn)(nil)
 
@@ -429,20 +566,15 @@ func (c *Conn) Send(f streamapi.Frame) {
 		c.mu.Unlock()
 		return
 	}
-	size := len(f.Head) + len(f.Mid) + len(f.Tail)
-	// One frame bigger than the byte bound still goes out when nothing
-	// waits: the bound is on backlog, not on a reply's size.
-	if len(c.queue) >= c.u.opts.MaxQueue || c.queueBytes > 0 && c.queueBytes+size > c.u.opts.MaxQueueBytes {
+	if !c.out.push(f) {
 		c.closing = true
 		c.overflow.Store(true)
-		c.queue, c.queueBytes = nil, 0
+		c.out.reset()
 		c.mu.Unlock()
 		c.u.opts.Logger.Warn("closing slow consumer", "remote", c.ws.RemoteAddr().String(), "max_queue", c.u.opts.MaxQueue, "max_queue_bytes", c.u.opts.MaxQueueBytes)
 		go c.closeSlow()
 		return
 	}
-	c.queue = append(c.queue, f)
-	c.queueBytes += size
 	if !c.writing {
 		c.writing = true
 		go c.flush()
@@ -467,7 +599,7 @@ func (c *Conn) closeSlow() {
 // queued while f is written go to the writer goroutine afterwards.
 func (c *Conn) Reply(f streamapi.Frame) {
 	c.mu.Lock()
-	if c.closing || c.closed || c.writing || len(c.queue) > 0 {
+	if c.closing || c.closed || c.writing || c.out.len() > 0 {
 		c.mu.Unlock()
 		c.Send(f)
 		return
@@ -476,7 +608,7 @@ func (c *Conn) Reply(f streamapi.Frame) {
 	c.mu.Unlock()
 	c.write(f)
 	c.mu.Lock()
-	if len(c.queue) > 0 && !c.closed {
+	if c.out.len() > 0 && !c.closed {
 		c.mu.Unlock()
 		go c.flush() // c.writing stays set: the writer takes over
 		return
@@ -488,7 +620,7 @@ func (c *Conn) Reply(f streamapi.Frame) {
 // idleLocked records that nothing is being written any more. c.mu is held.
 func (c *Conn) idleLocked() {
 	c.writing = false
-	c.queue, c.queueBytes = nil, 0
+	c.out.reset()
 	if c.drained != nil {
 		close(c.drained)
 		c.drained = nil
@@ -500,12 +632,12 @@ func (c *Conn) flush() {
 	var batch []streamapi.Frame
 	for {
 		c.mu.Lock()
-		if len(c.queue) == 0 || c.closed { // an overflow empties the queue
+		if c.out.len() == 0 || c.closed { // an overflow empties the queue
 			c.idleLocked()
 			c.mu.Unlock()
 			return
 		}
-		batch, c.queue, c.queueBytes = c.queue, batch[:0], 0
+		batch = c.out.take(batch)
 		c.mu.Unlock()
 		for i, f := range batch {
 			batch[i] = streamapi.Frame{}

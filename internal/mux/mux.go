@@ -86,7 +86,10 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 			rep = res.Serve(ctx, &req)
 		}
 	}
-	if rep.Err != nil && streamapi.ErrorCode(rep.Err) == streamapi.EINTERNAL {
+	rep.Err = streamapi.Timeout(rep.Err)
+	if rep.Err != nil && streamapi.ErrorCode(rep.Err) == streamapi.EINTERNAL && ctx.Err() == nil {
+		// (A frame whose connection closed meanwhile fails with its
+		// cancelled context: nobody is there to read the reply.)
 		m.log.ErrorContext(ctx, "request failed", "stream", req.Stream, "action", req.Action, "err", rep.Err)
 	}
 	b, err := wire.EncodeReply(&req, rep)

@@ -23,6 +23,7 @@ var statuses = map[string]int{
 	streamapi.ECONFLICT:      409,
 	streamapi.ETOOMANY:       429,
 	streamapi.EINTERNAL:      500,
+	streamapi.ETIMEOUT:       503,
 }
 
 // Status returns the response_status for err (200 for nil).
