@@ -393,3 +393,43 @@ func mustJSON(v any) string {
 var errBoom = errors.New("boom")
 
 func fmtID(id int64) string { return fmt.Sprint(id) }
+
+// served is one resource served on its own store.
+type served struct {
+	ws, base string
+	db       *sqlstore.DB
+	srv      *server.Server
+}
+
+// serveOn opens a store on dsn, creates the table of model (a pointer to
+// a struct), and serves the resources build declares on it, with the
+// in-process broker and the change log, until the test ends; cfg, when
+// not nil, changes the server's configuration first.
+func serveOn(t *testing.T, dsn string, model any, build func(db *sqlstore.DB) []streamapi.Resource, cfg func(*server.Config)) *served {
+	t.Helper()
+	ctx := context.Background()
+	broker := memory.New()
+	db, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Publisher: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Bun().NewCreateTable().Model(model).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	scfg := server.Config{Resources: build(db), Broker: broker, ChangeLog: db}
+	if cfg != nil {
+		cfg(&scfg)
+	}
+	srv, err := server.New(ctx, scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(func() {
+		_ = srv.Shutdown(ctx)
+		hs.Close()
+		broker.Close()
+		db.Close()
+	})
+	return &served{ws: "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", base: hs.URL, db: db, srv: srv}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/streamapi/streamapi"
-	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/client"
 	"github.com/streamapi/streamapi/internal/testenv"
 	"github.com/streamapi/streamapi/resource"
@@ -39,46 +37,25 @@ type slowServer struct {
 
 func startSlow(t *testing.T, dsn string, cfg func(*server.Config)) *slowServer {
 	t.Helper()
-	ctx := context.Background()
-	broker := memory.New()
-	db, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Publisher: broker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Bun().NewCreateTable().Model((*Note)(nil)).Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s := &slowServer{db: db, ended: make(chan error, 16)}
-	notes, err := resource.New(resource.Config[Note]{
-		Stream: "notes", Label: "test.note", Store: db,
-		ListActions: []resource.ListAction{{
-			Name: "slow",
-			Func: func(ctx context.Context, req *streamapi.Request) (any, int, error) {
-				_, err := db.Bun().ExecContext(ctx, slowQuery(db.Dialect()))
-				s.ended <- err
-				return nil, 200, err
-			},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg := server.Config{Resources: []streamapi.Resource{notes}, Broker: broker, ChangeLog: db}
-	if cfg != nil {
-		cfg(&scfg)
-	}
-	srv, err := server.New(ctx, scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-		broker.Close()
-		db.Close()
-	})
-	s.ws, s.base = "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", hs.URL
+	s := &slowServer{ended: make(chan error, 16)}
+	sv := serveOn(t, dsn, (*Note)(nil), func(db *sqlstore.DB) []streamapi.Resource {
+		notes, err := resource.New(resource.Config[Note]{
+			Stream: "notes", Label: "test.note", Store: db,
+			ListActions: []resource.ListAction{{
+				Name: "slow",
+				Func: func(ctx context.Context, req *streamapi.Request) (any, int, error) {
+					_, err := db.Bun().ExecContext(ctx, slowQuery(db.Dialect()))
+					s.ended <- err
+					return nil, 200, err
+				},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []streamapi.Resource{notes}
+	}, cfg)
+	s.ws, s.base, s.db = sv.ws, sv.base, sv.db
 	return s
 }
 

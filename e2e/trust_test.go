@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,11 +15,9 @@ import (
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/auth/jwtauth"
-	"github.com/streamapi/streamapi/broker/memory"
 	"github.com/streamapi/streamapi/client"
 	"github.com/streamapi/streamapi/internal/testenv"
 	"github.com/streamapi/streamapi/resource"
-	"github.com/streamapi/streamapi/server"
 	"github.com/streamapi/streamapi/store/sqlstore"
 	"github.com/uptrace/bun"
 )
@@ -234,15 +231,18 @@ type Cell struct {
 // it back, as a hook keeping rows in step does), and "incr" (detail: n+1).
 func cellsServer(t *testing.T, dsn string) (ws, base string, db *sqlstore.DB, cells *resource.Resource[Cell]) {
 	t.Helper()
-	ctx := context.Background()
-	broker := memory.New()
-	db, err := sqlstore.Open(ctx, dsn, sqlstore.Options{Publisher: broker})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Bun().NewCreateTable().Model((*Cell)(nil)).Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := serveOn(t, dsn, (*Cell)(nil), func(d *sqlstore.DB) []streamapi.Resource {
+		db = d
+		var err error
+		if cells, err = newCells(db); err != nil {
+			t.Fatal(err)
+		}
+		return []streamapi.Resource{cells}
+	}, nil)
+	return s.ws, s.base, db, cells
+}
+
+func newCells(db *sqlstore.DB) (cells *resource.Resource[Cell], err error) {
 	cells, err = resource.New(resource.Config[Cell]{
 		Stream: "cells", Label: "test.cell", Store: db,
 		DetailActions: []resource.DetailAction[Cell]{{
@@ -286,21 +286,7 @@ func cellsServer(t *testing.T, dsn string) (ws, base string, db *sqlstore.DB, ce
 			},
 		}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(ctx, server.Config{Resources: []streamapi.Resource{cells}, Broker: broker, ChangeLog: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() {
-		_ = srv.Shutdown(ctx)
-		hs.Close()
-		broker.Close()
-		db.Close()
-	})
-	return "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws", hs.URL, db, cells
+	return cells, err
 }
 
 // TestTrust_ConcurrentFieldWriters is the lost-update property: writers
