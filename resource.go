@@ -70,6 +70,37 @@ type Page struct {
 type Defaults struct {
 	PageSize   int        // 25 when zero
 	Permission Permission // AllowAny when nil
+	Query      QueryLimits
+}
+
+// QueryLimits bound the cost of one list query: past a limit the list is
+// refused with 400 naming the parameter. Zero fields take the defaults;
+// a negative one means no limit.
+type QueryLimits struct {
+	// MaxSearchTerms caps the terms of ?search= (each term is a condition
+	// on every search field). Default 16.
+	MaxSearchTerms int
+	// MaxInValues caps the values of one __in filter. Default 100.
+	MaxInValues int
+	// MaxOrdering caps the fields of ?ordering=. Default 8.
+	MaxOrdering int
+	// MaxQueryBytes caps the size of the query: the query string (REST),
+	// or the list request's data (WebSocket). Default 8192.
+	MaxQueryBytes int
+}
+
+// WithDefaults returns l with its zero fields set to the defaults.
+func (l QueryLimits) WithDefaults() QueryLimits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxSearchTerms, 16)
+	def(&l.MaxInValues, 100)
+	def(&l.MaxOrdering, 8)
+	def(&l.MaxQueryBytes, 8192)
+	return l
 }
 
 // DefaultPageSize is the page size of lists when nothing else is set.

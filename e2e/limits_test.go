@@ -3,7 +3,10 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -157,4 +160,147 @@ func TestLimits_CloseCancelsStatements(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLimits_Subscriptions: a connection holds at most MaxSubscriptions
+// subscriptions, both dialects counted; one more is a 429 naming the
+// limit and the connection lives; repeating one it holds is free, and an
+// unsubscribe makes room.
+func TestLimits_Subscriptions(t *testing.T) {
+	e := start(t, func(s *server.Config, _ *resource.Config[Note]) { s.Conn.MaxSubscriptions = 5 })
+	c := e.dial("")
+	q := do(t, c, "questions", client.Payload{Action: "create", Data: map[string]any{"question_text": "q"}})
+	for _, a := range []string{"create", "update", "delete"} {
+		do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": a}}).want(t, 200, "[]")
+	}
+	do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: q.id(t), RequestID: "i1"}).want(t, 201, "[]")
+	do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "update", "pk": q.id(t)}}).want(t, 200, "[]")
+	refused := `["Too many subscriptions: at most 5 per connection."]`
+	do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "delete", "pk": q.id(t)}}).want(t, 429, refused)
+	do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: q.id(t), RequestID: "i2"}).want(t, 429, refused)
+	// Held already: no new subscription, no refusal.
+	do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "create"}}).want(t, 200, "[]")
+	do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: q.id(t), RequestID: "i1"}).want(t, 201, "[]")
+	if n := e.srv.Subscriptions(); n != 5 {
+		t.Fatalf("%d subscriptions held, want 5", n)
+	}
+	do(t, c, "questions", client.Payload{Action: "unsubscribe", Data: map[string]any{"action": "create"}}).want(t, 200, "[]")
+	do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: q.id(t), RequestID: "i2"}).want(t, 201, "[]")
+	// Another connection has its own allowance.
+	do(t, e.dial(""), "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "create"}}).want(t, 200, "[]")
+}
+
+// TestLimits_RequestIDLength: a request_id of more than MaxRequestIDBytes
+// (default 256) is a 400 whose reply does not echo it; the issue's attack
+// (anonymous connections making subscribe_instance with 500 KB request
+// ids) keeps no subscription and no memory.
+func TestLimits_RequestIDLength(t *testing.T) {
+	e := start(t)
+	c := e.dial("")
+	q := do(t, c, "questions", client.Payload{Action: "create", Data: map[string]any{"question_text": "q"}})
+	at := strings.Repeat("r", 254) // 256 bytes of JSON with its quotes
+	r := do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: q.id(t), RequestID: at})
+	r.want(t, 201, "[]")
+	over := at + "r"
+	p := rawReply(t, c, `{"stream":"questions","payload":{"action":"retrieve","pk":1,"request_id":"`+over+`"}}`)
+	if string(p["response_status"]) != "400" || string(p["request_id"]) != "null" || compact(p["errors"]) != `[{"request_id":["Ensure this field has no more than 256 bytes."]}]` {
+		t.Fatalf("a 257-byte request_id: %v", p)
+	}
+	big := strings.Repeat("x", 500<<10)
+	var wg sync.WaitGroup
+	for k := 0; k < 4; k++ {
+		a := e.dial("")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				p := rawReply(t, a, `{"stream":"questions","payload":{"action":"subscribe_instance","pk":1,"request_id":"`+big+`"}}`)
+				if string(p["response_status"]) != "400" {
+					t.Errorf("a 500 KB request_id: %s", p["response_status"])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := e.srv.Subscriptions(); n != 1 {
+		t.Fatalf("%d subscriptions held after the attack, want the 1 made before", n)
+	}
+}
+
+// TestLimits_QueryCost: search terms, __in values, ordering fields and the
+// query's size are bounded, with a 400 naming the parameter, on both
+// surfaces; at each limit the list is served. The issue's attack, a
+// 130 KB search of 20,000 terms, is refused before any SQL.
+func TestLimits_QueryCost(t *testing.T) {
+	e := start(t)
+	c := e.dial("")
+	terms := func(n int) string {
+		w := make([]string, n)
+		for i := range w {
+			w[i] = "t" + strings.Repeat("x", i%5)
+		}
+		return strings.Join(w, " ")
+	}
+	values := func(n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = "v"
+		}
+		return out
+	}
+	ordering := func(n int) string {
+		o := make([]string, n)
+		for i := range o {
+			o[i] = []string{"text", "-owner"}[i%2]
+		}
+		return strings.Join(o, ",")
+	}
+	big := strings.Repeat("x", 9000)
+	for _, tc := range []struct {
+		name string
+		data map[string]any
+		err  string // "" for served
+	}{
+		{"16 terms", map[string]any{"search": terms(16)}, ""},
+		{"17 terms", map[string]any{"search": terms(17)}, `[{"search":["Ensure this field has no more than 16 terms."]}]`},
+		{"20,000 terms", map[string]any{"search": terms(20000)}, `[{"search":["The query is too large: at most 8192 bytes in all."]}]`},
+		{"100 values", map[string]any{"text__in": values(100)}, ""},
+		{"101 values", map[string]any{"text__in": values(101)}, `[{"text__in":["Ensure this field has no more than 100 values."]}]`},
+		{"8 orderings", map[string]any{"ordering": ordering(8)}, ""},
+		{"9 orderings", map[string]any{"ordering": ordering(9)}, `[{"ordering":["Ensure this field has no more than 8 items."]}]`},
+		{"9000 bytes", map[string]any{"text": big, "owner": "a"}, `[{"text":["The query is too large: at most 8192 bytes in all."]}]`},
+	} {
+		rep := do(t, c, "notes", client.Payload{Action: "list", Data: tc.data})
+		if tc.err == "" {
+			rep.want(t, 200, "[]")
+		} else {
+			rep.want(t, 400, tc.err)
+		}
+		// The same over REST.
+		q := url.Values{}
+		for k, v := range tc.data {
+			if vs, ok := v.([]any); ok {
+				parts := make([]string, len(vs))
+				for i := range vs {
+					parts[i] = fmt.Sprint(vs[i])
+				}
+				v = strings.Join(parts, ",")
+			}
+			q.Set(k, fmt.Sprint(v))
+		}
+		res, err := http.Get(e.base + "/api/notes/?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		want := 200
+		if tc.err != "" {
+			want = 400
+		}
+		if res.StatusCode != want || tc.err != "" && "["+string(body)+"]" != tc.err {
+			t.Errorf("REST %s: %d %s", tc.name, res.StatusCode, body)
+		}
+	}
 }

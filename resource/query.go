@@ -237,10 +237,32 @@ type listQuery struct {
 	withCount bool
 }
 
+// size returns the parameters' size in bytes, names and values, and the
+// name of the largest.
+func (p params) size() (total int, largest string) {
+	most := -1
+	for name, v := range p {
+		n := len(v.text) + len(v.raw)
+		total += len(name) + n
+		if n > most || n == most && name < largest {
+			most, largest = n, name
+		}
+	}
+	return total, largest
+}
+
+// over reports whether n passes limit (negative: no limit).
+func over(n, limit int) bool { return limit >= 0 && n > limit }
+
 // parse reads p into a list query, collecting a message per bad parameter.
 func (r *Resource[T]) parse(p params) (*listQuery, error) {
 	lq := &listQuery{page: 1}
 	errs := streamapi.FieldErrors{}
+	lim := r.qlimits
+	if total, largest := p.size(); over(total, lim.MaxQueryBytes) {
+		errs.Add(largest, fmt.Sprintf("The query is too large: at most %d bytes in all.", lim.MaxQueryBytes))
+		return nil, errs.Err()
+	}
 	for name, v := range p {
 		switch name {
 		case paramPage:
@@ -268,7 +290,12 @@ func (r *Resource[T]) parse(p params) (*listQuery, error) {
 				errs.Add(name, msg)
 				continue
 			}
-			for _, term := range strings.FieldsFunc(v.string(), func(c rune) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' }) {
+			terms := strings.FieldsFunc(v.string(), func(c rune) bool { return c == ',' || c == ' ' || c == '\t' || c == '\n' })
+			if over(len(terms), lim.MaxSearchTerms) {
+				errs.Add(name, fmt.Sprintf("Ensure this field has no more than %d terms.", lim.MaxSearchTerms))
+				continue
+			}
+			for _, term := range terms {
 				var any []streamapi.Cond
 				for _, name := range r.cfg.Search {
 					any = append(any, streamapi.Cond{Column: r.qfields[name].column, Lookup: streamapi.LookupIContains, Value: term})
@@ -301,6 +328,10 @@ func (r *Resource[T]) parse(p params) (*listQuery, error) {
 			}
 		case paramOrdering:
 			items, _ := v.list()
+			if over(len(items), lim.MaxOrdering) {
+				errs.Add(name, fmt.Sprintf("Ensure this field has no more than %d items.", lim.MaxOrdering))
+				continue
+			}
 			lq.ordering = v.string()
 			for _, it := range items {
 				s := it.string()
@@ -376,6 +407,9 @@ func (r *Resource[T]) filter(name string, v param) (streamapi.Cond, string) {
 		items, ok := v.list()
 		if !ok {
 			return c, "Expected a list of values."
+		}
+		if over(len(items), r.qlimits.MaxInValues) {
+			return c, fmt.Sprintf("Ensure this field has no more than %d values.", r.qlimits.MaxInValues)
 		}
 		vals := make([]any, 0, len(items))
 		for _, it := range items {

@@ -32,6 +32,7 @@ type Resource[T any] struct {
 	pageSize int
 	qfields  map[string]*queryField // by JSON name: the fields the query language may name
 	pkField  *queryField            // the primary key, for sorting and cursors
+	qlimits  streamapi.QueryLimits
 }
 
 var _ streamapi.Resource = (*Resource[struct{}])(nil)
@@ -66,6 +67,7 @@ func New[T any](cfg Config[T]) (*Resource[T], error) {
 		list:     make(map[string]*ListAction),
 		perm:     cfg.Permission,
 		pageSize: cfg.PageSize,
+		qlimits:  streamapi.QueryLimits{}.WithDefaults(),
 	}
 	r.pkIndex, err = pkIndex(t)
 	if err != nil {
@@ -145,6 +147,7 @@ func (r *Resource[T]) Init(d streamapi.Defaults) {
 	if r.cfg.PageSize == 0 {
 		r.pageSize = d.PageSize
 	}
+	r.qlimits = d.Query.WithDefaults()
 }
 
 func (r *Resource[T]) permission() streamapi.Permission {

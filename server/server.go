@@ -48,6 +48,9 @@ type Config struct {
 	// PageSize is the default list page size (25 when zero); a resource's
 	// own PageSize wins.
 	PageSize int
+	// Query bounds the cost of one list query (search terms, __in values,
+	// ordering fields, the query's bytes); zero fields take the defaults.
+	Query streamapi.QueryLimits
 	// Permission is the default permission (AllowAny when nil); a
 	// resource's own Permission wins.
 	Permission streamapi.Permission
@@ -80,6 +83,14 @@ type Config struct {
 	// headers: no cross-origin REST calls. "*" allows any origin without
 	// credentials.
 	CORSOrigins []string
+	// AllowedHosts lists the Host names requests may carry (names, without
+	// the port; ".example.com" for a domain and its subdomains; "*" for
+	// any). A request with another Host is refused with 400 "Invalid Host
+	// header.", on every route. Empty allows any. A server bound to a
+	// loopback address should list LoopbackHosts (cmd/streamapi does):
+	// otherwise a page that rebinds its own name to 127.0.0.1 can reach it
+	// with its own origin.
+	AllowedHosts []string
 	// Debug serves the debugger page from Handler at /channels-api/.
 	Debug bool
 	// Logger receives the server's logs; nil uses slog.Default().
@@ -114,6 +125,14 @@ type ConnLimits struct {
 	// it the server stops reading the connection until one is done.
 	// Default 16.
 	MaxPending int
+	// MaxSubscriptions caps the subscriptions of one connection (both
+	// dialects); one more answers 429 naming the limit, and the
+	// connection lives. Default 1000; negative: none.
+	MaxSubscriptions int
+	// MaxRequestIDBytes caps a request_id's length (its JSON, in bytes);
+	// a longer one answers 400 with request_id null. Default 256;
+	// negative: none.
+	MaxRequestIDBytes int
 }
 
 // LogOptions tune how a server uses its change log.
@@ -160,6 +179,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Authenticator == nil {
 		cfg.Authenticator = streamapi.Anonymous
 	}
+	for _, o := range append(append([]string(nil), cfg.AllowedOrigins...), cfg.CORSOrigins...) {
+		if err := CheckOrigin(o); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	s := &Server{cfg: cfg, log: log, hub: hub.New(log)}
 	byStream := make(map[string]streamapi.Resource, len(cfg.Resources))
 	models := map[string]bool{}
@@ -167,7 +191,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if byStream[r.Stream()] != nil {
 			return nil, fmt.Errorf("server: stream %q declared twice", r.Stream())
 		}
-		r.Init(streamapi.Defaults{PageSize: cfg.PageSize, Permission: cfg.Permission})
+		r.Init(streamapi.Defaults{PageSize: cfg.PageSize, Permission: cfg.Permission, Query: cfg.Query})
 		byStream[r.Stream()] = r
 		s.streams = append(s.streams, r.Stream())
 		s.hub.Bind(r.Model(), r.Stream())
@@ -227,6 +251,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.feed.Start(ctx)
 	}
 	m := mux.New(byStream, s.hub, s.feed, log)
+	m.SetLimits(mux.Limits{MaxSubscriptions: cfg.Conn.MaxSubscriptions, MaxRequestIDBytes: cfg.Conn.MaxRequestIDBytes})
 	if v, ok := cfg.Authenticator.(streamapi.TokenVerifier); ok {
 		m.SetVerifier(v)
 	}
@@ -256,6 +281,10 @@ func (s *Server) unsubscribe() {
 // Authenticator sees the handshake request; its error refuses the
 // handshake with 401.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !hostAllowed(r, s.cfg.AllowedHosts) {
+		http.Error(w, "Invalid Host header.", http.StatusBadRequest)
+		return
+	}
 	if !s.originAllowed(r) {
 		http.Error(w, "Origin not allowed.", http.StatusForbidden)
 		return
@@ -299,6 +328,21 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// CheckOrigin returns an error unless o is an origin as AllowedOrigins
+// and CORSOrigins take it: scheme://host[:port] with no path, "*", or
+// "null".
+func CheckOrigin(o string) error {
+	if o == "*" || o == "null" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q is not an origin: want scheme://host[:port], such as https://app.example.com", o)
+	}
+	return nil
+}
+
 // normalOrigin drops a trailing slash and the scheme's default port, as
 // browsers leave it out of Origin.
 func normalOrigin(o string) string {
@@ -321,7 +365,7 @@ func (s *Server) Debugger(socketPath string) http.Handler {
 // under a prefix of your choice with http.StripPrefix. It shares the
 // server's resources, authenticator and events: a write over REST reaches
 // WebSocket subscribers like any other.
-func (s *Server) REST() http.Handler { return s.rest }
+func (s *Server) REST() http.Handler { return s.checkHost(s.rest) }
 
 // Handler returns an http.Handler serving the WebSocket at /ws, the REST
 // surface under /api/, GET /healthz (200 while serving, 503 once shutting
@@ -352,7 +396,7 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Debug {
 		m.Handle("/channels-api/", s.Debugger("/ws"))
 	}
-	return m
+	return s.checkHost(m)
 }
 
 // Connections returns the number of open WebSocket connections.

@@ -44,6 +44,77 @@ type Flags struct {
 	JWTSecret      string        `name:"jwt-secret" env:"STREAMAPI_JWT_SECRET" help:"Accept HS256 JWT bearer tokens signed with this secret (32 bytes or more); without it everyone is anonymous. With --debug, a token for the user \"demo\" is printed at start."`
 	AllowedOrigins []string      `env:"STREAMAPI_ALLOWED_ORIGINS" help:"Origins (scheme://host[:port]) whose pages may open the WebSocket besides this server's own; * for any."`
 	CORSOrigins    []string      `name:"cors-origins" env:"STREAMAPI_CORS_ORIGINS" help:"Origins whose pages may call the REST API from a browser (CORS); none by default."`
+	AllowedHosts   []string      `name:"allowed-hosts" env:"STREAMAPI_ALLOWED_HOSTS" help:"Host names requests may carry (.example.com for a domain and its subdomains, * for any). Default: on a loopback --addr, localhost and the loopback addresses only (against DNS rebinding); otherwise any."`
+
+	PingInterval      time.Duration `name:"ping-interval" default:"25s" env:"STREAMAPI_PING_INTERVAL" help:"Ping a WebSocket silent this long; negative turns pings off. Keep it under your load balancer's idle timeout."`
+	PongTimeout       time.Duration `name:"pong-timeout" default:"10s" env:"STREAMAPI_PONG_TIMEOUT" help:"Close (1008) a WebSocket that leaves a ping unanswered this long."`
+	MaxPending        int           `name:"max-pending" default:"16" env:"STREAMAPI_MAX_PENDING" help:"Inbound frames a WebSocket may have waiting while one is handled; past it reads pause."`
+	MaxSubscriptions  int           `name:"max-subscriptions" default:"1000" env:"STREAMAPI_MAX_SUBSCRIPTIONS" help:"Subscriptions one WebSocket may hold; one more is answered 429. -1 for no limit."`
+	MaxRequestIDBytes int           `name:"max-request-id" default:"256" env:"STREAMAPI_MAX_REQUEST_ID" help:"Longest request_id (bytes of JSON); a longer one is answered 400. -1 for no limit."`
+	RequestTimeout    time.Duration `name:"request-timeout" default:"10s" env:"STREAMAPI_REQUEST_TIMEOUT" help:"Time one WebSocket frame or REST request may take; its statements are then cancelled and it is answered 503. Negative for none."`
+	MaxSearchTerms    int           `name:"max-search-terms" default:"16" env:"STREAMAPI_MAX_SEARCH_TERMS" help:"Terms a list's search may have; more is a 400. -1 for no limit."`
+	MaxInValues       int           `name:"max-in-values" default:"100" env:"STREAMAPI_MAX_IN_VALUES" help:"Values an __in filter may have; more is a 400. -1 for no limit."`
+	MaxOrdering       int           `name:"max-ordering" default:"8" env:"STREAMAPI_MAX_ORDERING" help:"Fields a list's ordering may have; more is a 400. -1 for no limit."`
+	MaxQueryBytes     int           `name:"max-query-bytes" default:"8192" env:"STREAMAPI_MAX_QUERY_BYTES" help:"Size of a list's query (REST query string or WebSocket list data); more is a 400. -1 for no limit."`
+	ReadHeaderTimeout time.Duration `name:"read-header-timeout" default:"10s" env:"STREAMAPI_READ_HEADER_TIMEOUT" help:"Time to read an HTTP request's headers. Negative for none."`
+	ReadTimeout       time.Duration `name:"read-timeout" default:"30s" env:"STREAMAPI_READ_TIMEOUT" help:"Time to read a whole HTTP request, body included (not a WebSocket's frames). Negative for none."`
+	WriteTimeout      time.Duration `name:"write-timeout" default:"30s" env:"STREAMAPI_WRITE_TIMEOUT" help:"Time to write an HTTP response (not a WebSocket's frames). Negative for none."`
+	IdleTimeout       time.Duration `name:"idle-timeout" default:"120s" env:"STREAMAPI_IDLE_TIMEOUT" help:"Time an idle HTTP keep-alive connection is kept; keep it above your load balancer's idle timeout. Negative for none."`
+	MaxHeaderBytes    int           `name:"max-header-bytes" default:"65536" env:"STREAMAPI_MAX_HEADER_BYTES" help:"Largest HTTP request header, URL included."`
+}
+
+// Validate refuses settings that cannot be meant, naming the flag: a
+// zero that would silently mean a default, a negative size.
+func (f *Flags) Validate() error {
+	type rule struct {
+		flag string
+		ok   bool
+		want string
+		got  any
+	}
+	positive := func(d time.Duration) bool { return d > 0 }
+	notZero := func(d time.Duration) bool { return d != 0 }
+	limit := func(n int) bool { return n >= 1 || n == -1 }
+	for _, r := range []rule{
+		{"--page-size", f.PageSize >= 1, "at least 1", f.PageSize},
+		{"--burst", f.Burst >= 0, "0 (the default) or more", f.Burst},
+		{"--rate", f.Rate != 0, "above 0, or negative to turn the limit off", f.Rate},
+		{"--max-queue", f.MaxQueue >= 1, "at least 1", f.MaxQueue},
+		{"--max-queue-bytes", f.MaxQueueBytes >= 1, "at least 1", f.MaxQueueBytes},
+		{"--max-frame-bytes", f.MaxFrameBytes >= 1, "at least 1", f.MaxFrameBytes},
+		{"--change-poll", positive(f.PollInterval), "above 0", f.PollInterval},
+		{"--change-retention", notZero(f.Retention), "above 0, or negative to keep changes for ever", f.Retention},
+		{"--ping-interval", notZero(f.PingInterval), "above 0, or negative to turn pings off", f.PingInterval},
+		{"--pong-timeout", positive(f.PongTimeout), "above 0", f.PongTimeout},
+		{"--max-pending", f.MaxPending >= 1, "at least 1", f.MaxPending},
+		{"--max-subscriptions", limit(f.MaxSubscriptions), "at least 1, or -1 for no limit", f.MaxSubscriptions},
+		{"--max-request-id", limit(f.MaxRequestIDBytes), "at least 1, or -1 for no limit", f.MaxRequestIDBytes},
+		{"--request-timeout", notZero(f.RequestTimeout), "above 0, or negative for none", f.RequestTimeout},
+		{"--max-search-terms", limit(f.MaxSearchTerms), "at least 1, or -1 for no limit", f.MaxSearchTerms},
+		{"--max-in-values", limit(f.MaxInValues), "at least 1, or -1 for no limit", f.MaxInValues},
+		{"--max-ordering", limit(f.MaxOrdering), "at least 1, or -1 for no limit", f.MaxOrdering},
+		{"--max-query-bytes", limit(f.MaxQueryBytes), "at least 1, or -1 for no limit", f.MaxQueryBytes},
+		{"--read-header-timeout", notZero(f.ReadHeaderTimeout), "above 0, or negative for none", f.ReadHeaderTimeout},
+		{"--read-timeout", notZero(f.ReadTimeout), "above 0, or negative for none", f.ReadTimeout},
+		{"--write-timeout", notZero(f.WriteTimeout), "above 0, or negative for none", f.WriteTimeout},
+		{"--idle-timeout", notZero(f.IdleTimeout), "above 0, or negative for none", f.IdleTimeout},
+		{"--max-header-bytes", f.MaxHeaderBytes >= 1, "at least 1", f.MaxHeaderBytes},
+	} {
+		if !r.ok {
+			return fmt.Errorf("%s must be %s (got %v)", r.flag, r.want, r.got)
+		}
+	}
+	for _, o := range f.AllowedOrigins {
+		if err := server.CheckOrigin(o); err != nil {
+			return fmt.Errorf("--allowed-origins: %w", err)
+		}
+	}
+	for _, o := range f.CORSOrigins {
+		if err := server.CheckOrigin(o); err != nil {
+			return fmt.Errorf("--cors-origins: %w", err)
+		}
+	}
+	return nil
 }
 
 // Main is the program: ParseFlags, Run, then Close.
@@ -76,10 +147,14 @@ func (m *Main) ParseFlags(args []string) error {
 	if err != nil {
 		return err
 	}
-	return catchExit(func() error {
+	err = catchExit(func() error {
 		_, err := parser.Parse(args)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	return m.Flags.Validate()
 }
 
 type exitCode int
@@ -111,13 +186,20 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.log = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
 
-	var err error
-	if m.broker, err = openBroker(ctx, m.Flags.Broker, m.Flags.BrokerPrefix, m.log); err != nil {
-		return err
+	// A node starts only with its broker and database reachable: it
+	// fails at once, with the reason, rather than serving without them
+	// (an orchestrator restarts it; docs/deploy.md). Once running, a
+	// broker or database that goes away is retried.
+	broker, err := openBroker(ctx, m.Flags.Broker, m.Flags.BrokerPrefix, m.log)
+	if err != nil {
+		return fmt.Errorf("broker %s: %w", redact(m.Flags.Broker), err)
 	}
-	if m.db, err = openStore(ctx, m.Flags.DB, sqlstore.Options{Publisher: m.broker, Logger: m.log, NoChangeLog: m.Flags.NoChangeLog}); err != nil {
-		return err
+	m.broker = broker
+	db, err := openStore(ctx, m.Flags.DB, sqlstore.Options{Publisher: m.broker, Logger: m.log, NoChangeLog: m.Flags.NoChangeLog})
+	if err != nil {
+		return fmt.Errorf("database %s: %w", redact(m.Flags.DB), err)
 	}
+	m.db = db
 	if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
 		return err
 	}
@@ -144,18 +226,30 @@ func (m *Main) Run(ctx context.Context) error {
 			m.log.Info("development token for the user demo, valid 24 h (Authorization: Bearer, ?token=, or the subprotocols [\"bearer\", TOKEN])", "token", demo)
 		}
 	}
+	hosts := m.Flags.AllowedHosts
+	if len(hosts) == 0 && server.IsLoopback(m.Flags.Addr) {
+		hosts = server.LoopbackHosts
+	}
+	f := &m.Flags
 	m.api, err = server.New(ctx, server.Config{
 		Authenticator:  authn,
-		AllowedOrigins: m.Flags.AllowedOrigins,
-		CORSOrigins:    m.Flags.CORSOrigins,
+		AllowedOrigins: f.AllowedOrigins,
+		CORSOrigins:    f.CORSOrigins,
+		AllowedHosts:   hosts,
 		Resources:      app.Resources(),
 		Broker:         m.broker,
 		ChangeLog:      changeLog,
-		Log:            server.LogOptions{Retention: m.Flags.Retention, PollInterval: m.Flags.PollInterval},
-		PageSize:       m.Flags.PageSize,
-		Debug:          m.Flags.Debug,
-		Conn:           server.ConnLimits{MaxFrameBytes: m.Flags.MaxFrameBytes, MaxQueue: m.Flags.MaxQueue, MaxQueueBytes: m.Flags.MaxQueueBytes, Rate: m.Flags.Rate, Burst: m.Flags.Burst},
-		Logger:         m.log,
+		Log:            server.LogOptions{Retention: f.Retention, PollInterval: f.PollInterval},
+		PageSize:       f.PageSize,
+		Debug:          f.Debug,
+		RequestTimeout: f.RequestTimeout,
+		Query:          streamapi.QueryLimits{MaxSearchTerms: f.MaxSearchTerms, MaxInValues: f.MaxInValues, MaxOrdering: f.MaxOrdering, MaxQueryBytes: f.MaxQueryBytes},
+		Conn: server.ConnLimits{
+			MaxFrameBytes: f.MaxFrameBytes, MaxQueue: f.MaxQueue, MaxQueueBytes: f.MaxQueueBytes, Rate: f.Rate, Burst: f.Burst,
+			PingInterval: f.PingInterval, PongTimeout: f.PongTimeout, MaxPending: f.MaxPending,
+			MaxSubscriptions: f.MaxSubscriptions, MaxRequestIDBytes: f.MaxRequestIDBytes,
+		},
+		Logger: m.log,
 	})
 	if err != nil {
 		return err
@@ -168,16 +262,19 @@ func (m *Main) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	m.http = &http.Server{
-		Handler:           m.api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(m.log.Handler(), slog.LevelWarn),
-	}
+	m.http = server.NewHTTPServer(m.api.Handler(), server.HTTPLimits{
+		ReadHeaderTimeout: f.ReadHeaderTimeout, ReadTimeout: f.ReadTimeout, WriteTimeout: f.WriteTimeout,
+		IdleTimeout: f.IdleTimeout, MaxHeaderBytes: f.MaxHeaderBytes,
+	})
+	m.http.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.http.Serve(m.ln) }()
 	m.log.Info("serving", "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", redact(m.Flags.DB), "broker", redact(m.Flags.Broker), "debug", m.Flags.Debug)
 	if m.Flags.Debug {
 		m.log.Info("debugger page", "url", "http://"+m.Addr()+"/channels-api/")
+		if !server.IsLoopback(m.Addr()) {
+			m.log.Warn("the debugger page is served on a non-loopback address, where anyone who reaches it may use it; run production with --no-debug", "addr", m.Addr())
+		}
 	}
 	return nil
 }

@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -210,4 +213,214 @@ func waitForAddr(t *testing.T, r io.Reader) string {
 		t.Fatal("the command did not log its address within 30 s")
 	}
 	return ""
+}
+
+// TestParseFlags_RefusesSettingsThatCannotBeMeant: each refused value is
+// named by its flag; the defaults pass.
+func TestParseFlags_RefusesSettingsThatCannotBeMeant(t *testing.T) {
+	for _, arg := range []string{
+		"--page-size=0", "--page-size=-3", "--burst=-1", "--max-queue=0",
+		"--change-poll=0s", "--allowed-origins=example.com", "--allowed-origins=https://a.example/path",
+		"--cors-origins=ftp://x", "--ping-interval=0s", "--pong-timeout=0s",
+		"--max-subscriptions=0", "--max-request-id=-2", "--request-timeout=0s",
+		"--max-search-terms=0", "--read-timeout=0s", "--max-header-bytes=0", "--max-pending=0",
+		"--rate=0", "--max-queue-bytes=0", "--max-frame-bytes=0", "--change-retention=0s",
+	} {
+		m := NewMain()
+		m.Stderr = io.Discard
+		err := m.ParseFlags([]string{arg})
+		flag, _, _ := strings.Cut(arg, "=")
+		if err == nil || !strings.HasPrefix(err.Error(), flag+" must") && !strings.HasPrefix(err.Error(), flag+": ") {
+			t.Errorf("%s: %v, want an error naming %s", arg, err, flag)
+		}
+	}
+	for _, args := range [][]string{
+		nil, {"--allowed-origins=https://app.example.com:8443,*,null"}, {"--ping-interval=-1s"},
+		{"--max-subscriptions=-1"}, {"--rate=-1"}, {"--request-timeout=-1s"},
+	} {
+		m := NewMain()
+		if err := m.ParseFlags(args); err != nil {
+			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// buildBinary builds the command once per test that needs it.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "streamapi")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBinary_BrokerDown: a broker that cannot be reached at start-up (one
+// Redis and one NATS URL where nothing listens) ends the command with exit
+// 1 and a message naming the broker, not a panic.
+func TestBinary_BrokerDown(t *testing.T) {
+	bin := buildBinary(t)
+	for _, broker := range []string{"redis://127.0.0.1:1", "nats://127.0.0.1:1"} {
+		cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--db", "sqlite:"+filepath.Join(t.TempDir(), "x.db"), "--broker", broker)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("%s: %v, want exit 1\n%s", broker, err, stderr.String())
+		}
+		out := stderr.String()
+		if strings.Contains(out, "panic") || !strings.Contains(out, "broker "+broker) {
+			t.Errorf("%s: stderr does not name the broker, or panics:\n%s", broker, out)
+		}
+	}
+}
+
+// runMain runs Main in process on a free loopback port with the defaults
+// ParseFlags gives, changed by args.
+func runMain(t *testing.T, args ...string) *Main {
+	t.Helper()
+	m := NewMain()
+	m.Stderr = io.Discard
+	if err := m.ParseFlags(append([]string{"--addr=127.0.0.1:0", "--db=sqlite:" + filepath.Join(t.TempDir(), "m.db"), "--log-level=error"}, args...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m.Close(ctx)
+	})
+	return m
+}
+
+// TestHosts_DNSRebinding: bound to a loopback address, the server refuses
+// requests whose Host is another name (a page that rebound its own name to
+// 127.0.0.1, sending its own origin) on the WebSocket, REST and the
+// debugger, and serves loopback names; --allowed-hosts opens others.
+func TestHosts_DNSRebinding(t *testing.T) {
+	m := runMain(t)
+	status := func(addr, host, path string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		if path == "/ws" {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	_, port, _ := strings.Cut(m.Addr(), ":")
+	for _, path := range []string{"/ws", "/api/questions/", "/channels-api/", "/healthz"} {
+		if st := status(m.Addr(), "rebind.evil.example:"+port, path); st != 400 {
+			t.Errorf("%s with a foreign Host: %d, want 400", path, st)
+		}
+		for _, host := range []string{"localhost:" + port, "127.0.0.1:" + port, "[::1]:" + port, "app.localhost:" + port} {
+			want := 200
+			if path == "/ws" {
+				want = 101
+			}
+			if st := status(m.Addr(), host, path); st != want {
+				t.Errorf("%s with Host %s: %d, want %d", path, host, st, want)
+			}
+		}
+	}
+	open := runMain(t, "--allowed-hosts=rebind.evil.example")
+	_, port, _ = strings.Cut(open.Addr(), ":")
+	if st := status(open.Addr(), "rebind.evil.example:"+port, "/api/questions/"); st != 200 {
+		t.Errorf("a listed host: %d", st)
+	}
+}
+
+// TestHTTP_Timeouts: a request whose body trickles in is cut at
+// --read-timeout, an idle keep-alive connection at --idle-timeout, and
+// /healthz answers while 200 such requests are held; a WebSocket outlives
+// both timeouts.
+func TestHTTP_Timeouts(t *testing.T) {
+	m := runMain(t, "--read-timeout=1s", "--write-timeout=1s", "--idle-timeout=1s")
+	ctx := context.Background()
+	ws, err := client.Dial(ctx, "ws://"+m.Addr()+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	// 200 slow POSTs: one body byte every 200 ms of a 1000-byte body.
+	var conns []net.Conn
+	for i := 0; i < 200; i++ {
+		c, err := net.Dial("tcp", m.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "POST /api/questions/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+	}
+	start := time.Now()
+	closed := make(chan time.Duration, len(conns))
+	for _, c := range conns {
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 512)
+			for {
+				c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				if _, err := c.Read(buf); err != nil {
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						if time.Since(start) > 10*time.Second {
+							closed <- -1
+							return
+						}
+						c.Write([]byte(" ")) // one more body byte
+						continue
+					}
+					closed <- time.Since(start)
+					return
+				}
+			}
+		}()
+	}
+	res, err := http.Get("http://" + m.Addr() + "/healthz")
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("/healthz while the slow requests are held: %v %v", res, err)
+	}
+	res.Body.Close()
+	var slowest time.Duration
+	for range conns {
+		d := <-closed
+		if d < 0 {
+			t.Fatal("a slow request was still held after 10 s")
+		}
+		slowest = max(slowest, d)
+	}
+	t.Logf("200 trickling requests cut within %v", slowest.Round(time.Millisecond))
+	// An idle keep-alive connection is closed after --idle-timeout.
+	c, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	idleStart := time.Now()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the idle connection was not closed: %v", err)
+	}
+	if d := time.Since(idleStart); d > 5*time.Second {
+		t.Errorf("the idle connection closed after %v", d)
+	}
+	// The WebSocket, idle through all of it, still works.
+	if rep, err := ws.Request(ctx, "questions", client.Payload{Action: "list"}); err != nil || rep.Status != 200 {
+		t.Fatalf("the WebSocket after the HTTP timeouts: %v %v", rep, err)
+	}
 }

@@ -217,6 +217,24 @@ func (h *Hub) Subscriptions(p streamapi.Peer) int {
 	return h.byPeer[p].count()
 }
 
+// Holds reports whether p already holds the Channels API subscription
+// (stream, action, pk), or, with rid not nil, the DCRF subscription to pk
+// answered with request id rid: making it again adds nothing.
+func (h *Hub) Holds(p streamapi.Peer, stream, action string, pk any, rid json.RawMessage) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	ps := h.byPeer[p]
+	if ps == nil {
+		return false
+	}
+	if rid != nil {
+		_, ok := ps.inst[instKey{stream, PKKey(pk)}][ridKey(rid)]
+		return ok
+	}
+	_, ok := ps.subs[subKey{stream, action, PKKey(pk)}]
+	return ok
+}
+
 // Total returns how many subscriptions all peers hold.
 func (h *Hub) Total() int {
 	h.mu.RLock()

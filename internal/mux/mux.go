@@ -25,6 +25,32 @@ type Mux struct {
 	feed      *feed.Feed // nil without a change log: no seq, no resume
 	verifier  streamapi.TokenVerifier
 	log       *slog.Logger
+	limits    Limits
+}
+
+// Limits bound what one connection may ask of the mux.
+type Limits struct {
+	// MaxSubscriptions caps the subscriptions one connection holds (both
+	// dialects together); one more is refused with 429, naming the
+	// limit, and the connection lives. Default 1000; negative: none.
+	MaxSubscriptions int
+	// MaxRequestIDBytes caps a request_id's length in bytes (its JSON);
+	// a longer one is refused with 400 and a null request_id, as the
+	// subscription's id is kept and echoed in every event. Default 256;
+	// negative: none.
+	MaxRequestIDBytes int
+}
+
+// SetLimits sets the per-connection limits; zero fields take the
+// defaults.
+func (m *Mux) SetLimits(l Limits) {
+	if l.MaxSubscriptions == 0 {
+		l.MaxSubscriptions = 1000
+	}
+	if l.MaxRequestIDBytes == 0 {
+		l.MaxRequestIDBytes = 256
+	}
+	m.limits = l
 }
 
 var _ conn.Handler = (*Mux)(nil)
@@ -36,7 +62,9 @@ func New(resources map[string]streamapi.Resource, h *hub.Hub, f *feed.Feed, log 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Mux{resources: resources, hub: h, feed: f, log: log}
+	m := &Mux{resources: resources, hub: h, feed: f, log: log}
+	m.SetLimits(Limits{})
+	return m
 }
 
 // SetVerifier lets clients renew their credentials in-band with the
@@ -68,6 +96,9 @@ func (m *Mux) Handle(ctx context.Context, p Peer, frame []byte) {
 	switch {
 	case err != nil:
 		rep = streamapi.Reply{Err: err}
+	case m.limits.MaxRequestIDBytes > 0 && len(req.RequestID) > m.limits.MaxRequestIDBytes:
+		req.RequestID = nil // not echoed
+		rep = invalidField("request_id", "Ensure this field has no more than "+strconv.Itoa(m.limits.MaxRequestIDBytes)+" bytes.")
 	case req.Action == ActionAuthenticate:
 		rep = m.authenticate(p, &req)
 	case m.resources[req.Stream] == nil:
@@ -216,6 +247,9 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		m.hub.Unsubscribe(p, req.Stream, kind, pk)
 		return streamapi.Reply{Status: 200, Data: out}, nothing
 	}
+	if err := m.roomFor(p, req.Stream, kind, pk, nil); err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
 	register := func() { m.hub.Subscribe(p, req.Stream, kind, pk) }
 	if m.feed == nil {
 		if since >= 0 {
@@ -327,6 +361,9 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 	if bad != nil {
 		return streamapi.Reply{Err: bad}, nothing
 	}
+	if err := m.roomFor(p, req.Stream, "", pk, ridOrNull(req.RequestID)); err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
 	ok, err := res.Exists(ctx, pk)
 	switch {
 	case err != nil:
@@ -381,6 +418,23 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 			register()
 		})
 	}
+}
+
+// roomFor refuses a new subscription of p past MaxSubscriptions; one it
+// already holds is made again at no cost.
+func (m *Mux) roomFor(p Peer, stream, action string, pk any, rid json.RawMessage) error {
+	max := m.limits.MaxSubscriptions
+	if max < 0 || m.hub.Subscriptions(p) < max || m.hub.Holds(p, stream, action, pk, rid) {
+		return nil
+	}
+	return streamapi.Errorf(streamapi.ETOOMANY, "Too many subscriptions: at most %d per connection.", max)
+}
+
+func ridOrNull(rid json.RawMessage) json.RawMessage {
+	if len(rid) == 0 {
+		return json.RawMessage("null")
+	}
+	return rid
 }
 
 func invalidField(name, msg string) streamapi.Reply {
