@@ -15,6 +15,7 @@ import (
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/client"
+	"github.com/streamapi/streamapi/examples/polls"
 	"github.com/streamapi/streamapi/internal/testenv"
 	"github.com/streamapi/streamapi/resource"
 	"github.com/streamapi/streamapi/server"
@@ -301,6 +302,42 @@ func TestLimits_QueryCost(t *testing.T) {
 		}
 		if res.StatusCode != want || tc.err != "" && "["+string(body)+"]" != tc.err {
 			t.Errorf("REST %s: %d %s", tc.name, res.StatusCode, body)
+		}
+	}
+}
+
+// TestLimits_ResumeReadsBounded: with 3,000 changes in the log, a resume
+// from 0 of one object's subscription reads only that object's changes
+// (none here: served at once), one of every object is answered 410 without
+// reading (3,000 > --resume-scan 1024), and one 10 behind is replayed.
+func TestLimits_ResumeReadsBounded(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	err := e.db.Tx(ctx, func(ctx context.Context) error {
+		for i := 0; i < 3000; i++ {
+			if err := e.app.Questions.Table().Insert(ctx, &polls.Question{QuestionText: "q", PubDate: time.Now()}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial("")
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "update", "pk": 999999 + i, "since": 0}}).want(t, 200, "[]")
+		t.Logf("since 0, an object with no change among 3,000: %v", time.Since(start).Round(time.Microsecond))
+	}
+	do(t, c, "questions", client.Payload{Action: "subscribe", Data: map[string]any{"action": "create", "since": 0}}).want(t, 410, `["resync required"]`)
+	sub, err := c.SubscribeSince(tctx(t), "questions", "create", nil, 2990)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(2991); i <= 3000; i++ {
+		if ev := next(t, sub); ev.Seq != i {
+			t.Fatalf("replayed seq %d, want %d", ev.Seq, i)
 		}
 	}
 }

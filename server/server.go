@@ -149,6 +149,15 @@ type LogOptions struct {
 	// client further behind is answered 410. Default 512, and at most half
 	// of Conn.MaxQueue.
 	ResumeLimit int
+	// ResumeScan caps the changes one resume reads from the log to find
+	// its events (a subscription to one object reads only that object's,
+	// by an index); a client further behind is answered 410 without a
+	// read. Default 2 × ResumeLimit.
+	ResumeScan int
+	// MaxChanges bounds the log by size: each model keeps at most its
+	// newest MaxChanges changes, whatever Retention says. Default
+	// 1,000,000; negative means no bound.
+	MaxChanges int64
 }
 
 // Server serves resources over WebSocket.
@@ -228,7 +237,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		f, err := feed.New(ctx, cfg.ChangeLog, names, s.hub.Publish, feed.Options{
 			PollInterval: cfg.Log.PollInterval,
 			Retention:    cfg.Log.Retention,
+			MaxChanges:   cfg.Log.MaxChanges,
 			ResumeLimit:  limit,
+			ResumeScan:   cfg.Log.ResumeScan,
 			Logger:       log,
 		})
 		if err != nil {

@@ -31,6 +31,9 @@ type Flags struct {
 	BrokerPrefix   string        `env:"STREAMAPI_BROKER_PREFIX" help:"Channel (Redis) or subject (NATS) prefix, to keep deployments sharing a broker apart (default streamapi: / streamapi.)."`
 	Retention      time.Duration `name:"change-retention" default:"24h" env:"STREAMAPI_CHANGE_RETENTION" help:"How long the change log keeps changes: how far back a subscription can resume (since). Negative keeps them forever."`
 	PollInterval   time.Duration `name:"change-poll" default:"1s" env:"STREAMAPI_CHANGE_POLL" help:"How often each node reads the change log for changes no broker message announced."`
+	MaxChanges     int64         `name:"change-max-rows" default:"1000000" env:"STREAMAPI_CHANGE_MAX_ROWS" help:"Changes the change log keeps per model at most, whatever their age (its bound by size); -1 for no bound."`
+	ResumeLimit    int           `name:"resume-limit" default:"512" env:"STREAMAPI_RESUME_LIMIT" help:"Events one resumed subscription (since) may replay; a client further behind is answered 410."`
+	ResumeScan     int           `name:"resume-scan" default:"1024" env:"STREAMAPI_RESUME_SCAN" help:"Changes one resume may read from the log to find its events (a subscription to one object reads only its own); further behind is answered 410 without a read."`
 	NoChangeLog    bool          `env:"STREAMAPI_NO_CHANGE_LOG" help:"Turn the change log (outbox) off: no seq, no resume, and a crash between commit and publish loses events."`
 	PageSize       int           `default:"25" env:"STREAMAPI_PAGE_SIZE" help:"Default list page size."`
 	Debug          bool          `default:"true" negatable:"" env:"STREAMAPI_DEBUG" help:"Serve the debugger page at /channels-api/ (--no-debug to turn off)."`
@@ -99,6 +102,9 @@ func (f *Flags) Validate() error {
 		{"--write-timeout", notZero(f.WriteTimeout), "above 0, or negative for none", f.WriteTimeout},
 		{"--idle-timeout", notZero(f.IdleTimeout), "above 0, or negative for none", f.IdleTimeout},
 		{"--max-header-bytes", f.MaxHeaderBytes >= 1, "at least 1", f.MaxHeaderBytes},
+		{"--change-max-rows", f.MaxChanges >= 1 || f.MaxChanges == -1, "at least 1, or -1 for no bound", f.MaxChanges},
+		{"--resume-limit", f.ResumeLimit >= 1, "at least 1", f.ResumeLimit},
+		{"--resume-scan", f.ResumeScan >= f.ResumeLimit, "at least --resume-limit", f.ResumeScan},
 	} {
 		if !r.ok {
 			return fmt.Errorf("%s must be %s (got %v)", r.flag, r.want, r.got)
@@ -239,7 +245,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Resources:      app.Resources(),
 		Broker:         m.broker,
 		ChangeLog:      changeLog,
-		Log:            server.LogOptions{Retention: f.Retention, PollInterval: f.PollInterval},
+		Log:            server.LogOptions{Retention: f.Retention, PollInterval: f.PollInterval, MaxChanges: f.MaxChanges, ResumeLimit: f.ResumeLimit, ResumeScan: f.ResumeScan},
 		PageSize:       f.PageSize,
 		Debug:          f.Debug,
 		RequestTimeout: f.RequestTimeout,

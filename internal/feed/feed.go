@@ -18,6 +18,7 @@ package feed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,10 +38,20 @@ type Options struct {
 	// resume from at most this far back. Zero means 24 h; negative keeps
 	// them forever.
 	Retention time.Duration
+	// MaxChanges is how many changes of each model the log keeps at most,
+	// whatever their age: its bound by size. Zero means 1,000,000;
+	// negative means no bound.
+	MaxChanges int64
 	// ResumeLimit caps how many events one resume replays; beyond it the
 	// client is told to resync. Zero means 512.
 	ResumeLimit int
-	Logger      *slog.Logger
+	// ResumeScan caps how many changes of the log one resume reads to
+	// find its events: a resume further behind than that is told to
+	// resync without a read. A resume of one object's subscription reads
+	// only that object's changes (an index), so the cap is on those.
+	// Zero means 2 × ResumeLimit.
+	ResumeScan int
+	Logger     *slog.Logger
 }
 
 // ErrResync means the subscriber cannot resume from the seq it gave: the
@@ -82,8 +93,14 @@ func New(ctx context.Context, log streamapi.ChangeLog, models []string, deliver 
 	if opts.Retention == 0 {
 		opts.Retention = 24 * time.Hour
 	}
+	if opts.MaxChanges == 0 {
+		opts.MaxChanges = 1_000_000
+	}
 	if opts.ResumeLimit <= 0 {
 		opts.ResumeLimit = 512
+	}
+	if opts.ResumeScan <= 0 {
+		opts.ResumeScan = 2 * opts.ResumeLimit
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -119,8 +136,12 @@ func (f *Feed) run(ctx context.Context) {
 	poll := time.NewTicker(f.opts.PollInterval)
 	defer poll.Stop()
 	var trim <-chan time.Time
-	if f.opts.Retention > 0 {
-		t := time.NewTicker(min(max(f.opts.Retention/10, time.Second), time.Minute))
+	if f.opts.Retention > 0 || f.opts.MaxChanges > 0 {
+		every := time.Minute
+		if f.opts.Retention > 0 {
+			every = min(max(f.opts.Retention/10, time.Second), time.Minute)
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		trim = t.C
 		f.trim(ctx)
@@ -148,15 +169,25 @@ func (f *Feed) run(ctx context.Context) {
 }
 
 func (f *Feed) trim(ctx context.Context) {
-	n, err := f.log.Trim(ctx, time.Now().Add(-f.opts.Retention))
-	if err != nil {
-		if ctx.Err() == nil {
+	if f.opts.Retention > 0 {
+		n, err := f.log.Trim(ctx, time.Now().Add(-f.opts.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
 			f.lg.ErrorContext(ctx, "trim the change log", "err", err)
+		case n > 0:
+			f.lg.DebugContext(ctx, "trimmed the change log", "changes", n, "retention", f.opts.Retention)
 		}
-		return
 	}
-	if n > 0 {
-		f.lg.DebugContext(ctx, "trimmed the change log", "changes", n, "retention", f.opts.Retention)
+	if f.opts.MaxChanges > 0 {
+		for name := range f.models {
+			n, err := f.log.TrimKeep(ctx, name, f.opts.MaxChanges)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				f.lg.ErrorContext(ctx, "trim the change log to its size", "model", name, "err", err)
+			case n > 0:
+				f.lg.DebugContext(ctx, "trimmed the change log to its size", "model", name, "changes", n, "keep", f.opts.MaxChanges)
+			}
+		}
 	}
 }
 
@@ -253,16 +284,19 @@ func (r *Resume) Done(register func()) {
 
 // Resume prepares a subscription to model that starts after seq since
 // (since < 0: from now), replaying the changes for which match is true;
-// match may rewrite the change as the subscriber sees it. It
-// returns ErrResync when the log no longer holds what followed since, when
-// since is ahead of the log, or when more than ResumeLimit changes match.
-// On success the model's lock is held until the Resume's Done.
-func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(*streamapi.Change) bool) (*Resume, error) {
+// match may rewrite the change as the subscriber sees it. pk, when not
+// nil, is the canonical pk of the one object the subscription is about:
+// only its changes are read. It returns ErrResync when the log no longer
+// holds what followed since, when since is ahead of the log, when more
+// than ResumeLimit changes match, or when more than ResumeScan changes
+// would have to be read. On success the model's lock is held until the
+// Resume's Done.
+func (f *Feed) Resume(ctx context.Context, name string, since int64, pk json.RawMessage, match func(*streamapi.Change) bool) (*Resume, error) {
 	m := f.models[name]
 	if m == nil {
 		return nil, fmt.Errorf("feed: no model %q", name)
 	}
-	var got []streamapi.Change
+	rd := &reader{f: f, name: name, pk: pk, match: match}
 	after := since
 	if since >= 0 {
 		first, last, err := f.log.Bounds(ctx, name)
@@ -272,12 +306,15 @@ func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(
 		if since > last || since+1 < first {
 			return nil, ErrResync
 		}
+		if pk == nil && last-since > int64(f.opts.ResumeScan) {
+			return nil, ErrResync // too far behind to read for
+		}
 		// The bulk, without the lock, up to what this node had delivered a
 		// moment ago (it only grows): nothing past it, which comes live.
 		m.mu.Lock()
 		upto := min(last, m.next-1)
 		m.mu.Unlock()
-		if got, after, err = f.collect(ctx, name, since, upto, match, nil); err != nil {
+		if after, err = rd.collect(ctx, since, upto); err != nil {
 			return nil, err
 		}
 	}
@@ -294,15 +331,24 @@ func (f *Feed) Resume(ctx context.Context, name string, since int64, match func(
 		return nil, err
 	}
 	// The rest, up to what was delivered live, under the lock.
-	var err error
 	if after < m.next-1 {
-		got, _, err = f.collect(ctx, name, max(after, since), m.next-1, match, got)
+		if _, err := rd.collect(ctx, max(after, since), m.next-1); err != nil {
+			m.mu.Unlock()
+			return nil, err
+		}
 	}
-	if err != nil {
-		m.mu.Unlock()
-		return nil, err
+	if pk != nil {
+		// An object's changes are not consecutive, so a trim during the
+		// read shows only in the bounds.
+		if first, _, err := f.log.Bounds(ctx, name); err != nil || since+1 < first {
+			m.mu.Unlock()
+			if err != nil {
+				return nil, fmt.Errorf("feed: %w", err)
+			}
+			return nil, ErrResync
+		}
 	}
-	return &Resume{Changes: got, Seq: m.next - 1, m: m}, nil
+	return &Resume{Changes: rd.got, Seq: m.next - 1, m: m}, nil
 }
 
 // catchUpLocked delivers m's changes up to seq upto from the log. m.mu is
@@ -325,29 +371,60 @@ func (f *Feed) catchUpLocked(ctx context.Context, m *model, upto int64) error {
 	return nil
 }
 
-// collect appends to dst the matching changes in (after, upto] and returns
-// the last seq read.
-func (f *Feed) collect(ctx context.Context, name string, after, upto int64, match func(*streamapi.Change) bool, dst []streamapi.Change) ([]streamapi.Change, int64, error) {
+// reader collects a resume's matching changes, counting what it reads.
+type reader struct {
+	f       *Feed
+	name    string
+	pk      json.RawMessage
+	match   func(*streamapi.Change) bool
+	got     []streamapi.Change
+	scanned int
+}
+
+// collect appends the matching changes in (after, upto] and returns the
+// last seq read.
+func (r *reader) collect(ctx context.Context, after, upto int64) (int64, error) {
+	f := r.f
 	for after < upto {
-		cs, err := f.log.ChangesAfter(ctx, name, after, int(min(upto-after, batch)))
+		left := f.opts.ResumeScan - r.scanned
+		n := int(min(upto-after, batch, int64(left)+1))
+		var cs []streamapi.Change
+		var err error
+		if r.pk != nil {
+			cs, err = f.log.ChangesOf(ctx, r.name, r.pk, after, upto, n)
+		} else {
+			cs, err = f.log.ChangesAfter(ctx, r.name, after, n)
+		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("feed: resume: %w", err)
+			return 0, fmt.Errorf("feed: resume: %w", err)
+		}
+		if r.scanned += len(cs); r.scanned > f.opts.ResumeScan {
+			return 0, ErrResync
 		}
 		if len(cs) == 0 {
-			return nil, 0, ErrResync // trimmed meanwhile
+			if r.pk != nil {
+				return upto, nil // the object has no more changes in the range
+			}
+			return 0, ErrResync // trimmed meanwhile
 		}
 		for i := range cs {
-			if cs[i].Seq != after+1 {
-				return nil, 0, ErrResync // a hole: trimmed meanwhile
+			if r.pk == nil && cs[i].Seq != after+1 {
+				return 0, ErrResync // a hole: trimmed meanwhile
 			}
-			if match(&cs[i]) {
-				if len(dst) == f.opts.ResumeLimit {
-					return nil, 0, ErrResync
+			if cs[i].Seq > upto {
+				return upto, nil
+			}
+			if r.match(&cs[i]) {
+				if len(r.got) == f.opts.ResumeLimit {
+					return 0, ErrResync
 				}
-				dst = append(dst, cs[i])
+				r.got = append(r.got, cs[i])
 			}
 			after = cs[i].Seq
 		}
+		if r.pk != nil && len(cs) < n {
+			return upto, nil
+		}
 	}
-	return dst, after, nil
+	return after, nil
 }

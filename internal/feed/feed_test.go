@@ -2,6 +2,7 @@ package feed_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -22,6 +23,7 @@ type memLog struct {
 	first   map[string]int64              // lowest seq kept
 	fail    bool
 	reads   int
+	rows    int // rows returned by reads
 }
 
 func newLog() *memLog {
@@ -46,6 +48,18 @@ func (l *memLog) add(model string, n int) []streamapi.Change {
 }
 
 func (l *memLog) ChangesAfter(_ context.Context, model string, after int64, limit int) ([]streamapi.Change, error) {
+	return l.read(model, limit, func(c streamapi.Change) bool { return c.Seq > after })
+}
+
+func (l *memLog) ChangesOf(_ context.Context, model string, pk json.RawMessage, after, upto int64, limit int) ([]streamapi.Change, error) {
+	return l.read(model, limit, func(c streamapi.Change) bool {
+		return string(c.PK) == string(pk) && c.Seq > after && c.Seq <= upto
+	})
+}
+
+// read returns up to limit of model's changes still held for which keep
+// is true, counting the read and its rows.
+func (l *memLog) read(model string, limit int, keep func(streamapi.Change) bool) ([]streamapi.Change, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.reads++
@@ -54,10 +68,11 @@ func (l *memLog) ChangesAfter(_ context.Context, model string, after int64, limi
 	}
 	var out []streamapi.Change
 	for _, c := range l.changes[model] {
-		if c.Seq > after && c.Seq >= l.first[model] && (limit <= 0 || len(out) < limit) {
+		if keep(c) && c.Seq >= l.first[model] && (limit <= 0 || len(out) < limit) {
 			out = append(out, c)
 		}
 	}
+	l.rows += len(out)
 	return out, nil
 }
 
@@ -76,6 +91,8 @@ func (l *memLog) Bounds(_ context.Context, model string) (int64, int64, error) {
 }
 
 func (l *memLog) Trim(context.Context, time.Time) (int64, error) { return 0, nil }
+
+func (l *memLog) TrimKeep(context.Context, string, int64) (int64, error) { return 0, nil }
 
 // trimTo drops the changes before seq.
 func (l *memLog) trimTo(model string, seq int64) {
@@ -209,7 +226,7 @@ func TestFeed_Resume(t *testing.T) {
 		f.Receive(ctx, c)
 	}
 	pk1 := func(c *streamapi.Change) bool { return string(c.PK) == "1" }
-	r, err := f.Resume(ctx, "m", 0, pk1)
+	r, err := f.Resume(ctx, "m", 0, json.RawMessage("1"), pk1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,23 +257,23 @@ func TestFeed_Resume(t *testing.T) {
 	}
 
 	all := func(*streamapi.Change) bool { return true }
-	if _, err := f.Resume(ctx, "m", 2, all); !errors.Is(err, feed.ErrResync) {
+	if _, err := f.Resume(ctx, "m", 2, nil, all); !errors.Is(err, feed.ErrResync) {
 		t.Fatalf("6 to replay with a limit of 3: %v, want ErrResync", err)
 	}
-	if _, err := f.Resume(ctx, "m", 9, all); !errors.Is(err, feed.ErrResync) {
+	if _, err := f.Resume(ctx, "m", 9, nil, all); !errors.Is(err, feed.ErrResync) {
 		t.Fatalf("since ahead of the log: %v, want ErrResync", err)
 	}
 	l.trimTo("m", 5)
-	if _, err := f.Resume(ctx, "m", 3, all); !errors.Is(err, feed.ErrResync) {
+	if _, err := f.Resume(ctx, "m", 3, nil, all); !errors.Is(err, feed.ErrResync) {
 		t.Fatalf("since before the trim: %v, want ErrResync", err)
 	}
-	r, err = f.Resume(ctx, "m", 4, func(c *streamapi.Change) bool { return c.Seq > 6 })
+	r, err = f.Resume(ctx, "m", 4, nil, func(c *streamapi.Change) bool { return c.Seq > 6 })
 	if err != nil || len(r.Changes) != 2 {
 		t.Fatalf("since at the trim: %v, %v", r, err)
 	}
 	r.Done(nil)
 	// From now: no replay, and where it starts.
-	r, err = f.Resume(ctx, "m", -1, all)
+	r, err = f.Resume(ctx, "m", -1, nil, all)
 	if err != nil || len(r.Changes) != 0 || r.Seq != 8 {
 		t.Fatalf("from now: %+v, %v", r, err)
 	}
@@ -273,7 +290,7 @@ func TestFeed_ResumeOnALaggingNode(t *testing.T) {
 	cs := l.add("m", 5)
 	f.Receive(ctx, cs[0])
 	f.Receive(ctx, cs[1])
-	r, err := f.Resume(ctx, "m", 0, func(*streamapi.Change) bool { return true })
+	r, err := f.Resume(ctx, "m", 0, nil, func(*streamapi.Change) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +315,7 @@ func TestFeed_ResumeAheadOfThisNode(t *testing.T) {
 	cs := l.add("m", 5)
 	f.Receive(ctx, cs[0])
 	f.Receive(ctx, cs[1])
-	r, err := f.Resume(ctx, "m", 4, func(*streamapi.Change) bool { return true })
+	r, err := f.Resume(ctx, "m", 4, nil, func(*streamapi.Change) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +347,7 @@ func TestFeed_ResumeStopsAtAHole(t *testing.T) {
 	l.mu.Lock()
 	l.changes["m"] = append(l.changes["m"][:2:2], l.changes["m"][3:]...) // seq 3 gone
 	l.mu.Unlock()
-	if _, err := f.Resume(ctx, "m", 1, func(*streamapi.Change) bool { return true }); !errors.Is(err, feed.ErrResync) {
+	if _, err := f.Resume(ctx, "m", 1, nil, func(*streamapi.Change) bool { return true }); !errors.Is(err, feed.ErrResync) {
 		t.Fatalf("resume across a hole: %v, want ErrResync", err)
 	}
 }
@@ -340,5 +357,76 @@ func TestFeed_NewFailsWhenTheLogIsDown(t *testing.T) {
 	l.fail = true
 	if _, err := feed.New(context.Background(), l, []string{"m"}, nil, feed.Options{}); err == nil {
 		t.Fatal("New succeeded with the log down")
+	}
+}
+
+// TestFeed_ResumeReadsBounded: a resume reads at most ResumeScan changes of
+// the log; one further behind is told to resync without reading any, and
+// one object's resume reads only that object's changes (the issue's
+// attack: since 0 and a pk that matches nothing, with many changes in the
+// log, read every one of them).
+func TestFeed_ResumeReadsBounded(t *testing.T) {
+	l := newLog()
+	f, _ := newFeed(t, l, feed.Options{ResumeLimit: 10, ResumeScan: 20})
+	ctx := context.Background()
+	for _, c := range l.add("m", 3000) {
+		f.Receive(ctx, c)
+	}
+	all := func(*streamapi.Change) bool { return true }
+	none := func(*streamapi.Change) bool { return false }
+	rowsOf := func(fn func()) int {
+		l.mu.Lock()
+		before := l.rows
+		l.mu.Unlock()
+		fn()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.rows - before
+	}
+	if n := rowsOf(func() {
+		if _, err := f.Resume(ctx, "m", 0, nil, none); !errors.Is(err, feed.ErrResync) {
+			t.Fatalf("3000 behind with a scan of 20: %v, want ErrResync", err)
+		}
+	}); n != 0 {
+		t.Fatalf("a resume too far behind read %d rows", n)
+	}
+	// 20 behind: read, within the scan.
+	if n := rowsOf(func() {
+		r, err := f.Resume(ctx, "m", 2980, nil, none)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Done(nil)
+	}); n != 20 {
+		t.Fatalf("20 behind read %d rows, want 20", n)
+	}
+	// One object's changes: pk 7 has none, pk 1 has 1000 (every third).
+	if n := rowsOf(func() {
+		r, err := f.Resume(ctx, "m", 0, json.RawMessage("7"), all)
+		if err != nil || len(r.Changes) != 0 {
+			t.Fatalf("an object without changes: %v, %v", r, err)
+		}
+		r.Done(nil)
+	}); n != 0 {
+		t.Fatalf("the resume of an object without changes read %d rows", n)
+	}
+	if n := rowsOf(func() {
+		if _, err := f.Resume(ctx, "m", 0, json.RawMessage("1"), none); !errors.Is(err, feed.ErrResync) {
+			t.Fatalf("1000 changes of one object with a scan of 20: %v, want ErrResync", err)
+		}
+	}); n > 21 {
+		t.Fatalf("an object's resume read %d rows past a scan of 20", n)
+	}
+	r, err := f.Resume(ctx, "m", 2970, json.RawMessage("1"), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Done(nil)
+	var seqs []int64
+	for _, c := range r.Changes {
+		seqs = append(seqs, c.Seq)
+	}
+	if fmt.Sprint(seqs) != "[2971 2974 2977 2980 2983 2986 2989 2992 2995 2998]" {
+		t.Fatalf("pk 1 after 2970: %v", seqs)
 	}
 }

@@ -263,7 +263,7 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 	}
 	pkKey := hub.PKKey(pk)
 	seen := asSeenBy(res, req.User)
-	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
+	r, err := m.resume(ctx, res, since, pk, func(c *streamapi.Change) bool {
 		if !seen(c) {
 			return false
 		}
@@ -294,8 +294,12 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 
 // resume opens a resume of res's model after since (since < 0: from now).
 // On success the model's live delivery waits until the Resume's Done.
-func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, match func(*streamapi.Change) bool) (*feed.Resume, error) {
-	r, err := m.feed.Resume(ctx, res.Model(), since, match)
+func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, pk any, match func(*streamapi.Change) bool) (*feed.Resume, error) {
+	var key json.RawMessage
+	if pk != nil {
+		key = json.RawMessage(hub.PKKey(pk))
+	}
+	r, err := m.feed.Resume(ctx, res.Model(), since, key, match)
 	if errors.Is(err, feed.ErrResync) {
 		return nil, streamapi.ErrResyncRequired
 	}
@@ -387,7 +391,7 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 	}
 	pkKey := hub.PKKey(pk)
 	seen := asSeenBy(res, req.User)
-	r, err := m.resume(ctx, res, since, func(c *streamapi.Change) bool {
+	r, err := m.resume(ctx, res, since, pk, func(c *streamapi.Change) bool {
 		if string(c.PK) != pkKey || !seen(c) {
 			return false
 		}

@@ -474,8 +474,34 @@ func RunChangeLog(t *testing.T, open Factory) {
 		if other, err := log.ChangesAfter(ctx, "storetest.other", 0, 0); err != nil || len(other) != 0 {
 			t.Fatalf("another model's log: %+v, %v", other, err)
 		}
+		// One object's changes: w was created (1), updated (2) and
+		// deleted (4); c was created (3).
+		wpk := pub[0].PK
+		of, err := log.ChangesOf(ctx, Label, wpk, 0, 4, 0)
+		if err != nil || len(of) != 3 || of[0].Seq != 1 || of[1].Seq != 2 || of[2].Seq != 4 {
+			t.Fatalf("ChangesOf(w, 0, 4) = %+v, %v; want seqs 1, 2, 4", of, err)
+		}
+		if of, err := log.ChangesOf(ctx, Label, wpk, 1, 3, 0); err != nil || len(of) != 1 || of[0].Seq != 2 {
+			t.Fatalf("ChangesOf(w, 1, 3) = %+v, %v; want seq 2", of, err)
+		}
+		if of, err := log.ChangesOf(ctx, Label, wpk, 0, 4, 2); err != nil || len(of) != 2 {
+			t.Fatalf("ChangesOf(w, limit 2) = %+v, %v", of, err)
+		}
+		if of, err := log.ChangesOf(ctx, Label, json.RawMessage("999"), 0, 4, 0); err != nil || len(of) != 0 {
+			t.Fatalf("ChangesOf(an object never written) = %+v, %v", of, err)
+		}
 		if first, last, err := log.Bounds(ctx, Label); err != nil || first != 1 || last != 4 {
 			t.Fatalf("Bounds = %d, %d, %v; want 1, 4", first, last, err)
+		}
+		// The bound by size: the newest 3 stay.
+		if n, err := log.TrimKeep(ctx, Label, 3); err != nil || n != 1 {
+			t.Fatalf("TrimKeep(3) = %d, %v; want 1 deleted", n, err)
+		}
+		if first, last, err := log.Bounds(ctx, Label); err != nil || first != 2 || last != 4 {
+			t.Fatalf("after TrimKeep(3) Bounds = %d, %d, %v; want 2, 4", first, last, err)
+		}
+		if n, err := log.TrimKeep(ctx, Label, 3); err != nil || n != 0 {
+			t.Fatalf("TrimKeep(3) again = %d, %v", n, err)
 		}
 	})
 

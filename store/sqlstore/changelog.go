@@ -43,6 +43,7 @@ var sqliteSchema = []string{
 	PRIMARY KEY (model, seq)
 ) WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS streamapi_changes_at ON streamapi_changes (at)`,
+	`CREATE INDEX IF NOT EXISTS streamapi_changes_pk ON streamapi_changes (model, pk, seq)`,
 }
 
 // changeRow is one row of streamapi_changes.
@@ -186,6 +187,37 @@ func (db *DB) ChangesAfter(ctx context.Context, model string, after int64, limit
 	if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("change log: read %s after %d: %w", model, after, err)
 	}
+	return db.changes(ctx, rows), nil
+}
+
+// ChangesOf implements streamapi.ChangeLog, from the index on (model, pk,
+// seq).
+func (db *DB) ChangesOf(ctx context.Context, model string, pk json.RawMessage, after, upto int64, limit int) ([]streamapi.Change, error) {
+	if !db.changeLog {
+		return nil, errNoChangeLog
+	}
+	var rows []changeRow
+	q := db.r.NewSelect().Model(&rows)
+	if db.dialect == "sqlite" {
+		// SQLite's planner, without statistics, would take the primary
+		// key's seq range and read every change in it.
+		q = q.ModelTableExpr("streamapi_changes AS change_row INDEXED BY streamapi_changes_pk")
+	}
+	q = q.Where("model = ?", model).Where("pk = ?", string(pk)).
+		Where("seq > ?", after).Where("seq <= ?", upto).
+		Order("seq ASC")
+	if limit > 0 {
+		q = q.Limit(int64(limit))
+	}
+	if err := q.Scan(ctx); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("change log: read %s %s after %d: %w", model, pk, after, err)
+	}
+	return db.changes(ctx, rows), nil
+}
+
+// changes turns log rows into changes: rows written by a trigger get the
+// resource's JSON.
+func (db *DB) changes(ctx context.Context, rows []changeRow) []streamapi.Change {
 	out := make([]streamapi.Change, 0, len(rows))
 	for _, r := range rows {
 		c := streamapi.Change{Model: r.Model, Seq: r.Seq, Action: r.Action, PK: json.RawMessage(r.PK), Data: json.RawMessage(r.Data)}
@@ -196,13 +228,13 @@ func (db *DB) ChangesAfter(ctx context.Context, model string, after int64, limit
 			if err := db.fromRow(&c); err != nil {
 				// Never the raw row: it may hold columns the resource
 				// does not show. The event keeps its place, with no data.
-				db.log.ErrorContext(ctx, "change log: decode a row written by a trigger", "model", model, "seq", r.Seq, "err", err)
+				db.log.ErrorContext(ctx, "change log: decode a row written by a trigger", "model", r.Model, "seq", r.Seq, "err", err)
 				c.Data = json.RawMessage("null")
 			}
 		}
 		out = append(out, c)
 	}
-	return out, nil
+	return out
 }
 
 // Bounds implements streamapi.ChangeLog.
@@ -215,8 +247,11 @@ func (db *DB) Bounds(ctx context.Context, model string) (first, last int64, err 
 	COALESCE((SELECT seq FROM streamapi_seq WHERE model = ?), 0),
 	(SELECT MIN(seq) FROM streamapi_changes WHERE model = ?)`
 	if db.dialect == "sqlite" {
-		q = `SELECT COALESCE(MAX(seq), 0), MIN(seq) FROM streamapi_changes WHERE model = ?`
-		err = db.r.QueryRowContext(ctx, q, model).Scan(&last, &lo)
+		// Two subqueries, each one step of the primary key: MAX and MIN
+		// in one SELECT read every row of the model.
+		q = `SELECT COALESCE((SELECT seq FROM streamapi_changes WHERE model = ? ORDER BY seq DESC LIMIT 1), 0),
+	(SELECT seq FROM streamapi_changes WHERE model = ? ORDER BY seq LIMIT 1)`
+		err = db.r.QueryRowContext(ctx, q, model, model).Scan(&last, &lo)
 	} else {
 		err = db.r.QueryRowContext(ctx, q, model, model).Scan(&last, &lo)
 	}
@@ -275,6 +310,39 @@ WHERE c.model = t.model AND c.seq <= t.upto`, before.UnixMicro())
 AND seq < (SELECT MAX(seq) FROM streamapi_changes WHERE model = ?)`, p.model, p.upto, p.model)
 		if err != nil {
 			return total, fmt.Errorf("change log: trim %s: %w", p.model, err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+	}
+	return total, nil
+}
+
+// trimChunk bounds the rows one statement of TrimKeep deletes, so that a
+// first trim of a large log holds no lock for long.
+var trimChunk int64 = 10_000
+
+// TrimKeep implements streamapi.ChangeLog: the model's changes up to its
+// last seq less keep go, a chunk of seqs per statement (the primary key's
+// range).
+func (db *DB) TrimKeep(ctx context.Context, model string, keep int64) (int64, error) {
+	if !db.changeLog {
+		return 0, errNoChangeLog
+	}
+	first, last, err := db.Bounds(ctx, model)
+	if err != nil {
+		return 0, err
+	}
+	upto := last - max(keep, 1)
+	var total int64
+	for from := first; from <= upto; from += trimChunk {
+		to := min(from+trimChunk-1, upto)
+		q := "DELETE FROM streamapi_changes WHERE model = ? AND seq >= ? AND seq <= ?"
+		if db.dialect == "postgres" {
+			q = "DELETE FROM streamapi_changes WHERE model = $1 AND seq >= $2 AND seq <= $3"
+		}
+		res, err := db.w.DB.ExecContext(ctx, q, model, from, to)
+		if err != nil {
+			return total, fmt.Errorf("change log: trim %s to %d: %w", model, keep, err)
 		}
 		n, _ := res.RowsAffected()
 		total += n

@@ -38,6 +38,8 @@ var pgSchema = []string{
 )`,
 	`ALTER TABLE streamapi_changes ADD COLUMN IF NOT EXISTS prior text`,
 	`CREATE INDEX IF NOT EXISTS streamapi_changes_at ON streamapi_changes (at)`,
+	// Resumes of one object's subscriptions read its changes alone.
+	`CREATE INDEX IF NOT EXISTS streamapi_changes_pk ON streamapi_changes (model, pk, seq)`,
 	// The trigger function: one change-log row per written row, numbered
 	// like the store's own, then NOTIFY. It skips the store's own writes
 	// (which log themselves, in the resource's JSON): the store's
