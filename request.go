@@ -34,4 +34,8 @@ type Reply struct {
 	Status int
 	Data   any
 	Err    error
+	// Seq, when not 0, is sent as the payload's "seq", just before its
+	// request_id: where a DCRF instance subscription starts (its data
+	// stays null), so that a client that sees no event can still resume.
+	Seq int64
 }

@@ -79,6 +79,9 @@ type Reply struct {
 	Errors    json.RawMessage `json:"errors"`
 	Status    int             `json:"response_status"`
 	RequestID json.RawMessage `json:"request_id"`
+	// Seq is the payload's seq, when the reply has one: where a DCRF
+	// instance subscription starts.
+	Seq int64 `json:"seq,omitempty"`
 	// Raw is the whole frame as received.
 	Raw []byte `json:"-"`
 }
@@ -344,7 +347,7 @@ func (c *Client) dispatch(b []byte) {
 	if ch != nil && p.Status != nil {
 		delete(c.pending, rid)
 		c.mu.Unlock()
-		ch <- &Reply{Stream: f.Stream, Action: p.Action, Data: p.Data, Errors: p.Errors, Status: *p.Status, RequestID: p.RequestID, Raw: b}
+		ch <- &Reply{Stream: f.Stream, Action: p.Action, Data: p.Data, Errors: p.Errors, Status: *p.Status, RequestID: p.RequestID, Seq: p.Seq, Raw: b}
 		return
 	}
 	if s := c.inst[rid]; s != nil && s.stream == f.Stream && (p.Action == "update" || p.Action == "delete") {

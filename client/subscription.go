@@ -12,9 +12,9 @@ import (
 type Subscription struct {
 	// C delivers the events.
 	C <-chan Event
-	// Seq is where a Channels API subscription starts, when the server
-	// keeps a change log: the seq of the last change before its first
-	// event. A client that has seen no event resumes after it.
+	// Seq is where the subscription starts, when the server keeps a
+	// change log: the seq of the last change before its first event. A
+	// client that has seen no event resumes after it.
 	Seq int64
 
 	c        chan Event
@@ -137,6 +137,9 @@ func (c *Client) open(ctx context.Context, s *Subscription, p Payload) (*Subscri
 	}
 	if json.Unmarshal(rep.Data, &data) == nil {
 		s.Seq = data.Seq
+	}
+	if s.instance {
+		s.Seq = rep.Seq // DCRF's reply has data null, its seq beside it
 	}
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,6 +251,38 @@ func TestResume_Instance(t *testing.T) {
 	none(t, sub, "after the delete")
 	// Without since, a deleted object is still a 404.
 	do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: id}).want(t, 404, `["Not found."]`)
+}
+
+// A DCRF subscriber that has seen no event resumes from its 201 reply's
+// seq (beside data null, before request_id): nothing from before it,
+// everything after.
+func TestResume_InstanceFromItsReply(t *testing.T) {
+	e := start(t)
+	w := e.dial("")
+	ctx := tctx(t)
+	id := createQ(t, w, "one")
+	do(t, w, "questions", client.Payload{Action: "patch", PK: id, Data: map[string]any{"question_text": "before"}})
+	c := e.dial("")
+	r := do(t, c, "questions", client.Payload{Action: "subscribe_instance", PK: id, RequestID: "i1"})
+	r.want(t, 201, "[]")
+	if want := `{"stream":"questions","payload":{"action":"subscribe_instance","data":null,"errors":[],"response_status":201,"seq":2,"request_id":"i1"}}`; string(r.Raw) != want {
+		t.Fatalf("reply %s\nwant %s", r.Raw, want)
+	}
+	c.Close()
+	do(t, w, "questions", client.Payload{Action: "patch", PK: id, Data: map[string]any{"question_text": "while away"}})
+
+	c = e.dial("")
+	sub, err := c.SubscribeInstanceSince(ctx, "questions", id, r.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, sub); ev.Seq != 3 || !strings.Contains(string(ev.Data), "while away") {
+		t.Fatalf("replayed %s, want seq 3, the patch made while away", ev.Raw)
+	}
+	none(t, sub, "after the replay")
+	if sub.Seq != 3 {
+		t.Fatalf("Subscription.Seq %d, want 3 (the reply's)", sub.Seq)
+	}
 }
 
 func TestResume_WithoutChangeLog(t *testing.T) {

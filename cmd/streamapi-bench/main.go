@@ -2,6 +2,7 @@
 // protocol, and serves the bare echo server they are compared with.
 //
 //	streamapi-bench echo --addr 127.0.0.1:9001
+//	streamapi-bench soak --url ws://127.0.0.1:8000/ws --url ws://127.0.0.1:8001/ws --duration 10m
 //	streamapi-bench rr --target streamapi=ws://127.0.0.1:8000/ws --target echo=ws://127.0.0.1:9001/ --conns 64 --duration 10s --action retrieve
 //
 // rr runs request/reply against each target in turn, in the same run, and
@@ -38,6 +39,7 @@ type cli struct {
 	Fanout fanoutCmd `cmd:"" help:"Fan-out: S subscribers of one object, one writer; latency from each write's reply to each delivery."`
 	Idle   idleCmd   `cmd:"" help:"Idle: N subscribed connections held open; the server's RSS per connection, from /proc."`
 	Storm  stormCmd  `cmd:"" help:"Connect storm: N connections opened (and subscribed) with many handshakes in flight; connections per second."`
+	Soak   soakCmd   `cmd:"" help:"Soak: writers, readers, resuming subscribers of every kind and idle connections against the polls app on one or more nodes; checks every acknowledged write, every event once and in order, no healthy client closed. Exits 1 on any fault."`
 	Hold   holdCmd   `cmd:"" hidden:"" help:"(The child process of --procs.)"`
 }
 
@@ -439,4 +441,77 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+type soakCmd struct {
+	URL         []string      `required:"" help:"WebSocket URL of a node serving the polls app (cmd/streamapi without --jwt-secret); repeat for several nodes on one database and broker."`
+	Duration    time.Duration `default:"60s" help:"How long the load runs."`
+	Writers     int           `default:"8" help:"Writing connections (creates, patches, updates, votes, deletes, toggles)."`
+	Readers     int           `default:"8" help:"Reading connections (retrieves, lists)."`
+	Subscribers int           `default:"60" help:"Subscriber connections, one subscription each, every kind in turn; each disconnects now and then and resumes with since on the next node."`
+	Idle        int           `default:"200" help:"Idle connections, which only answer pings."`
+	Think       time.Duration `default:"10ms" help:"Pause between one writer's or reader's requests."`
+	MaxSession  time.Duration `name:"max-session" default:"8s" help:"Longest a subscriber stays connected (each stays a random quarter to all of it)."`
+	MaxOffline  time.Duration `name:"max-offline" default:"1s" help:"Longest a subscriber stays away before it resumes."`
+	ServerPID   []int         `name:"server-pid" help:"The nodes' process ids, for RSS (repeat, in --url order)."`
+	GCURL       []string      `name:"gc-url" help:"The nodes' POST /debug/gc URLs (cmd/streamapi --pprof-addr), for goroutines and heap (repeat, in --server-pid order)."`
+	JSON        string        `name:"json" help:"Also write the result as JSON to this file."`
+}
+
+func (c *soakCmd) Run(ctx context.Context) error {
+	cfg := loadtest.Soak{
+		URLs: c.URL, Duration: c.Duration, Writers: c.Writers, Readers: c.Readers, Subscribers: c.Subscribers, Idle: c.Idle,
+		Think: c.Think, MaxSession: c.MaxSession, MaxOffline: c.MaxOffline,
+		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
+	}
+	if len(c.GCURL) > len(c.ServerPID) {
+		return errors.New("--gc-url: one per --server-pid")
+	}
+	for i, pid := range c.ServerPID {
+		sv := loadtest.Server{PID: pid}
+		if i < len(c.GCURL) {
+			sv.GCURL = c.GCURL[i]
+		}
+		cfg.Servers = append(cfg.Servers, sv)
+	}
+	r, err := loadtest.RunSoak(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	secs := r.Elapsed.Seconds()
+	var writes int64
+	for _, n := range r.Writes {
+		writes += n
+	}
+	fmt.Printf("soak: %d node(s), %s: %d writes acknowledged (%.0f/s) %v, %d reads (%.0f/s)\n",
+		r.Nodes, r.Elapsed.Round(time.Second), writes, float64(writes)/secs, r.Writes, r.Reads, float64(r.Reads)/secs)
+	fmt.Printf("subscribers: %d, %d sessions, %d resumes (%d refused 410); %d events delivered of %d expected: %d missing, %d repeated, %d unexpected, %d out of order\n",
+		r.Subscribers, r.Sessions, r.Resumes, r.Resyncs, r.Events, r.Expected, r.Diff.Missing, r.Diff.Duplicates, r.Diff.Unexpected, r.Diff.OutOfOrder)
+	fmt.Printf("recorders (one per node, every change): %d events: %d missing, %d repeated, %d out of order; nodes disagreeing on %d seqs\n",
+		r.RecorderEvents, r.RecorderDiff.Missing, r.RecorderDiff.Duplicates, r.RecorderDiff.OutOfOrder, r.Disagreements)
+	fmt.Printf("read back: %d objects, %d not as acknowledged; votes %d acknowledged, %d unanswered, %d stored; connections closed by the server: %d\n",
+		r.Checked, r.Wrong, r.VotesAcked, r.VotesUnanswered, r.VotesStored, r.UnexpectedCloses)
+	for _, m := range r.Memory {
+		fmt.Printf("server %d: RSS %d KiB at the start, %d KiB under load, %d KiB after the clients left", m.PID, m.Start.RSSKiB, m.Loaded.RSSKiB, m.End.RSSKiB)
+		if m.Start.GC != nil {
+			fmt.Printf("; goroutines %d, %d, %d; heap in use %d KiB, %d KiB, %d KiB",
+				m.Start.GC["goroutines"], m.Loaded.GC["goroutines"], m.End.GC["goroutines"],
+				m.Start.GC["heap_inuse"]>>10, m.Loaded.GC["heap_inuse"]>>10, m.End.GC["heap_inuse"]>>10)
+		}
+		fmt.Println()
+	}
+	if err := writeJSON(c.JSON, r); err != nil {
+		return err
+	}
+	if !r.OK() {
+		for k, n := range r.Failures {
+			fmt.Printf("FAULT %s: %d\n", k, n)
+		}
+		for _, f := range r.First {
+			fmt.Println("  " + f)
+		}
+		return errors.New("soak: faults found")
+	}
+	fmt.Println("soak: no fault found")
+	return nil
 }

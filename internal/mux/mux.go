@@ -400,7 +400,7 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 	if err != nil {
 		return streamapi.Reply{Err: err}, nothing
 	}
-	return streamapi.Reply{Status: 201}, func(sent bool) {
+	return streamapi.Reply{Status: 201, Seq: r.Seq}, func(sent bool) {
 		if !sent {
 			r.Done(nil)
 			return

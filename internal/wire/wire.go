@@ -240,6 +240,7 @@ type replyPayload struct {
 	Data           any             `json:"data"`
 	Errors         []any           `json:"errors"`
 	ResponseStatus int             `json:"response_status"`
+	Seq            int64           `json:"seq,omitempty"`
 	RequestID      json.RawMessage `json:"request_id"`
 }
 
@@ -262,6 +263,7 @@ func EncodeReply(req *streamapi.Request, rep streamapi.Reply) ([]byte, error) {
 			f.Payload.ResponseStatus = 200
 		}
 		f.Payload.Data = rep.Data
+		f.Payload.Seq = rep.Seq
 	}
 	b, err := json.Marshal(f)
 	if err != nil && rep.Err == nil {
