@@ -592,11 +592,12 @@ func (c *Conn) closeSlow() {
 	c.closeNow(ClosePolicy, "slow consumer: outbound queue full")
 }
 
-// Reply writes f from the calling goroutine, the connection's reader, when
-// nothing is queued or being written: a reply then costs no goroutine
-// hand-off, and a client that does not read its replies holds up only its
-// own reads. Otherwise f is queued behind the rest, as Send does. Frames
-// queued while f is written go to the writer goroutine afterwards.
+// Reply writes f from the calling goroutine, the worker handling the
+// connection's frames, when nothing is queued or being written: a reply
+// then costs no goroutine hand-off, and a client that does not read its
+// replies holds up only its own requests. Otherwise f is queued behind the
+// rest, as Send does. Frames queued while f is written go to the writer
+// goroutine afterwards.
 func (c *Conn) Reply(f streamapi.Frame) {
 	c.mu.Lock()
 	if c.closing || c.closed || c.writing || c.out.len() > 0 {
