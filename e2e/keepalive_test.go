@@ -46,6 +46,16 @@ func TestKeepalive_RealSockets(t *testing.T) {
 		}
 		heard := time.Now()
 		eventually := time.Now().Add(5 * time.Second)
+		// The server counts a socket once its handshake's answer is
+		// written, so the dial can return before it is counted: wait for
+		// it, or the wait below ends at once, and the Read after it,
+		// which answers pings, keeps the client alive.
+		for e.srv.Connections() <= len(healthy) {
+			if time.Now().After(eventually) {
+				t.Fatal("the silent client is not counted after 5 s")
+			}
+			time.Sleep(time.Millisecond)
+		}
 		for e.srv.Connections() > len(healthy) {
 			if time.Now().After(eventually) {
 				t.Fatal("the silent client is still connected after 5 s")

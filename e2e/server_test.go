@@ -115,6 +115,8 @@ func TestServer_KeepAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dead.CloseNow() // never reads: never answers a ping
+	// A dial can return before the server counts the socket.
+	eventually(t, "both peers counted", func() bool { return e.srv.Connections() == 2 })
 	eventually(t, "the dead peer to be closed", func() bool { return e.srv.Connections() == 1 })
 	// The live one outlives many intervals.
 	time.Sleep(600 * time.Millisecond)
