@@ -52,17 +52,36 @@ type Config[T any] struct {
 	// the user (no I/O). Nil: everyone sees everything. docs/auth.md.
 	Scope func(u *streamapi.User) Q
 
+	// ObjectPermission decides per object, once the object is loaded and
+	// found in the user's scope: the counterpart of DRF's
+	// has_object_permission. It is asked for retrieve, update, patch,
+	// delete and custom detail actions (action is the wire name), with the
+	// object as stored before the action; false answers 403 (401 for an
+	// anonymous user, who is passed as a nil u), where an object outside
+	// the scope answers 404. Nil allows every object the scope lets the
+	// user see.
+	ObjectPermission func(ctx context.Context, u *streamapi.User, action string, obj *T) bool
+
 	// Defaults fills in default values of a new object before the request's
-	// data is applied.
+	// data is applied. A required field it gives a value (not the zero
+	// value) may be left out of a create, as a model field with a default
+	// in DRF; an update (not a patch) still needs it.
 	Defaults func(ctx context.Context, obj *T)
 	// Validate runs after the field rules pass, for rules that need more
 	// than one field or the database. Return FieldErrors.Err() (or any
 	// *streamapi.Error). action is create, update or patch.
 	Validate func(ctx context.Context, obj *T, action string) error
+	// BeforeWrite runs in the write's transaction after validation, just
+	// before the row is written (action create, update or patch): the
+	// place for derived fields (a card's board follows its column) and for
+	// checks of them. It runs on every write path: WebSocket, REST and the
+	// typed Go methods Create and Update. An error aborts the write.
+	BeforeWrite func(ctx context.Context, obj *T, action string) error
 	// AfterWrite runs in the write's transaction once the row is written
 	// (action create, update or patch): the place to keep dependent
 	// objects in step, through their resources or tables, so that their
-	// subscribers hear of it in the same commit.
+	// subscribers hear of it in the same commit. Like BeforeWrite, it runs
+	// on every write path.
 	AfterWrite func(ctx context.Context, obj *T, action string) error
 	// BeforeDelete runs in the delete's transaction, before the row goes:
 	// the place to delete dependent objects through their own resources,

@@ -99,7 +99,8 @@ func slicesEqual(a, b []int) bool {
 
 // decodeData applies the request's data to obj (the model's struct),
 // reporting keys of the wrong type, nulls for non-pointer fields, and, when
-// partial is false (create, update), missing required fields. Read-only and
+// partial is false (create, update), missing required fields (on create,
+// those the Defaults hook left zero). Read-only and
 // unknown keys are ignored, as DRF does. The rules run afterwards, in check.
 func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial, existing bool) (streamapi.FieldErrors, error) {
 	var m map[string]json.RawMessage
@@ -115,13 +116,15 @@ func decodeData(fs []field, obj reflect.Value, data json.RawMessage, partial, ex
 			continue
 		}
 		raw, present := m[f.name]
+		fv := obj.FieldByIndex(f.index)
 		if !present {
-			if f.required && !partial {
+			// A field the Defaults hook gave a value is not required on
+			// create, as a model field with a default is not in DRF.
+			if f.required && !partial && (existing || fv.IsZero()) {
 				errs.Add(f.name, "This field is required.")
 			}
 			continue
 		}
-		fv := obj.FieldByIndex(f.index)
 		if string(raw) == "null" {
 			if f.typ.Kind() == reflect.Pointer {
 				fv.SetZero()

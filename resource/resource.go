@@ -368,13 +368,20 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		return reply(obj, 201, err)
 	case streamapi.ActionRetrieve:
 		obj, err := r.getVisible(ctx, req.User, pk)
+		if err == nil {
+			err = r.objectAllowed(ctx, req.User, req.Action, obj)
+		}
 		return reply(obj, 200, err)
 	case streamapi.ActionUpdate, streamapi.ActionPatch:
 		obj, err := r.change(ctx, req.User, pk, req.Data, req.Action)
 		return reply(obj, 200, err)
 	case streamapi.ActionDelete:
 		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-			if _, err := r.lockVisible(ctx, req.User, pk); err != nil {
+			obj, err := r.lockVisible(ctx, req.User, pk)
+			if err != nil {
+				return err
+			}
+			if err := r.objectAllowed(ctx, req.User, req.Action, obj); err != nil {
 				return err
 			}
 			return r.Delete(ctx, pk)
@@ -389,6 +396,9 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
 			obj, err := r.lockVisible(ctx, req.User, pk)
 			if err != nil {
+				return err
+			}
+			if err := r.objectAllowed(ctx, req.User, req.Action, obj); err != nil {
 				return err
 			}
 			data, status, err = a.Func(ctx, req, obj)
@@ -472,16 +482,7 @@ func (r *Resource[T]) create(ctx context.Context, data json.RawMessage) (*T, err
 		if err != nil {
 			return err
 		}
-		if err := r.check(ctx, obj, streamapi.ActionCreate, errs); err != nil {
-			return err
-		}
-		if err := r.table.Insert(ctx, obj); err != nil {
-			return err
-		}
-		if r.cfg.AfterWrite != nil {
-			return r.cfg.AfterWrite(ctx, obj, streamapi.ActionCreate)
-		}
-		return nil
+		return r.write(ctx, obj, streamapi.ActionCreate, errs)
 	})
 	if err != nil {
 		return nil, err
@@ -498,23 +499,53 @@ func (r *Resource[T]) change(ctx context.Context, u *streamapi.User, pk any, dat
 		if obj, err = r.lockVisible(ctx, u, pk); err != nil {
 			return err
 		}
+		if err := r.objectAllowed(ctx, u, action, obj); err != nil {
+			return err
+		}
 		partial := action == streamapi.ActionPatch
 		errs, err := decodeData(r.fields, reflect.ValueOf(obj).Elem(), data, partial, true)
 		if err != nil {
 			return err
 		}
-		if err := r.check(ctx, obj, action, errs); err != nil {
-			return err
-		}
-		if err := r.table.Update(ctx, obj); err != nil {
-			return err
-		}
-		if r.cfg.AfterWrite != nil {
-			return r.cfg.AfterWrite(ctx, obj, action)
-		}
-		return nil
+		return r.write(ctx, obj, action, errs)
 	})
 	return obj, err
+}
+
+// write is every write path's tail, inside the write's transaction: the
+// field rules and Validate (check), BeforeWrite, the insert or update,
+// AfterWrite.
+func (r *Resource[T]) write(ctx context.Context, obj *T, action string, errs streamapi.FieldErrors) error {
+	if err := r.check(ctx, obj, action, errs); err != nil {
+		return err
+	}
+	if r.cfg.BeforeWrite != nil {
+		if err := r.cfg.BeforeWrite(ctx, obj, action); err != nil {
+			return err
+		}
+	}
+	var err error
+	if action == streamapi.ActionCreate {
+		err = r.table.Insert(ctx, obj)
+	} else {
+		err = r.table.Update(ctx, obj)
+	}
+	if err != nil {
+		return err
+	}
+	if r.cfg.AfterWrite != nil {
+		return r.cfg.AfterWrite(ctx, obj, action)
+	}
+	return nil
+}
+
+// objectAllowed asks ObjectPermission about obj: PermissionDenied when it
+// refuses.
+func (r *Resource[T]) objectAllowed(ctx context.Context, u *streamapi.User, action string, obj *T) error {
+	if r.cfg.ObjectPermission != nil && !r.cfg.ObjectPermission(ctx, u, action, obj) {
+		return streamapi.PermissionDenied(u)
+	}
+	return nil
 }
 
 // Get loads the object with key pk; ENOTFOUND when there is none.
@@ -533,22 +564,34 @@ func (r *Resource[T]) List(ctx context.Context, q streamapi.ListQuery) ([]T, err
 	return objs, err
 }
 
-// Create validates obj with the field rules and the Validate hook, then
-// stores it; subscribers get a create event after commit.
+// Create stores obj as a create over the socket would, in one write
+// transaction (the caller's, when ctx carries one): the field rules,
+// Validate, BeforeWrite, the insert, AfterWrite. Subscribers get a create
+// event after commit. No user is involved: scope and permissions are the
+// caller's to check. obj is filled in with the stored object (its key).
 func (r *Resource[T]) Create(ctx context.Context, obj *T) error {
-	if err := r.check(ctx, obj, streamapi.ActionCreate, nil); err != nil {
-		return err
-	}
-	return r.table.Insert(ctx, obj)
+	return r.writeTx(ctx, obj, streamapi.ActionCreate)
 }
 
-// Update validates obj and overwrites the stored object with its key;
-// subscribers get an update event after commit.
+// Update writes obj over the stored object with its key as an update over
+// the socket would, in one write transaction: the field rules, Validate,
+// BeforeWrite, the update, AfterWrite. Only the columns obj changes are
+// written: those that differ from what this transaction read of the row
+// (Get or Lock with ctx inside the same Tx), or, for an object read
+// elsewhere, from the row as it is. Subscribers get an update event after
+// commit.
 func (r *Resource[T]) Update(ctx context.Context, obj *T) error {
-	if err := r.check(ctx, obj, streamapi.ActionUpdate, nil); err != nil {
-		return err
-	}
-	return r.table.Update(ctx, obj)
+	return r.writeTx(ctx, obj, streamapi.ActionUpdate)
+}
+
+// writeTx runs write in a transaction, each run of it (Tx runs it again
+// after a conflict) from obj as the caller passed it.
+func (r *Resource[T]) writeTx(ctx context.Context, obj *T, action string) error {
+	orig := *obj
+	return r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		*obj = orig
+		return r.write(ctx, obj, action, nil)
+	})
 }
 
 // Delete removes the object with key pk, running BeforeDelete in the same

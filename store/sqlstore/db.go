@@ -232,9 +232,37 @@ func (db *DB) openSQLite(ctx context.Context, path string, opts Options) error {
 func (db *DB) Dialect() string { return db.dialect }
 
 // Bun returns the writer's bun.DB, for queries the Table interface does not
-// cover. Writes made through it directly produce no events; use Tx and the
-// tables instead.
+// cover, outside a write transaction. Writes made through it directly
+// produce no events; use Tx and the tables instead. Inside DB.Tx use
+// sqlstore.Tx(ctx) or IDB: on SQLite the transaction holds the only writer
+// connection, so a query through Bun waits for it until ctx ends.
 func (db *DB) Bun() *bun.DB { return db.w }
+
+// Tx returns the write transaction ctx carries, inside DB.Tx (and so in a
+// resource's Validate, BeforeWrite, AfterWrite, BeforeDelete and detail
+// actions), or nil outside one. SQL run on it is part of the transaction:
+// it sees the transaction's own writes, holds its locks, and commits or
+// rolls back with it. Reads of any table, and writes of tables that back no
+// resource, belong here. A write through it to a resource's table is not a
+// change: no event, no change-log row (the PostgreSQL trigger ignores the
+// store's own sessions); write those through the resource or its Table.
+// The transaction may run again after a conflict (DB.Tx), so what is done
+// on it must be safe to do twice.
+func Tx(ctx context.Context) bun.IDB {
+	if st, _ := ctx.Value(txKey{}).(*txState); st != nil {
+		return st.tx
+	}
+	return nil
+}
+
+// IDB returns what db's SQL runs on with ctx: the write transaction ctx
+// carries (Tx), or else the writer's pool (Bun).
+func (db *DB) IDB(ctx context.Context) bun.IDB {
+	if st := db.txFrom(ctx); st != nil {
+		return st.tx
+	}
+	return db.w
+}
 
 // Close stops listening and closes the pools.
 func (db *DB) Close() error {
