@@ -30,15 +30,48 @@ type Error struct {
 	Code    string
 	Message string
 	Fields  map[string][]string
+	// Items holds validation messages of a list's or map's elements, by
+	// field, then by element index (or map key) as text: DRF's
+	// {"labels": {"1": ["..."]}}. A field in Items is sent with its
+	// elements' messages in place of its own Fields entry.
+	Items map[string]map[string][]string
+}
+
+// FieldDetail returns the validation messages as clients get them (the
+// dictionary of a 400): Fields, each field in Items as the dictionary of
+// its elements' messages. Nil when there are none.
+func (e *Error) FieldDetail() map[string]any {
+	if len(e.Fields) == 0 && len(e.Items) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(e.Fields)+len(e.Items))
+	for name, msgs := range e.Fields {
+		out[name] = msgs
+	}
+	for name, items := range e.Items {
+		out[name] = items
+	}
+	return out
 }
 
 func (e *Error) Error() string {
-	if len(e.Fields) == 0 {
+	if len(e.Fields) == 0 && len(e.Items) == 0 {
 		return fmt.Sprintf("streamapi: %s: %s", e.Code, e.Message)
 	}
-	names := make([]string, 0, len(e.Fields))
-	for name := range e.Fields {
-		names = append(names, name)
+	var names []string
+	msgs := map[string][]string{}
+	for name, m := range e.Fields {
+		if e.Items[name] == nil {
+			names = append(names, name)
+			msgs[name] = m
+		}
+	}
+	for name, items := range e.Items {
+		for key, m := range items {
+			n := name + "[" + key + "]"
+			names = append(names, n)
+			msgs[n] = m
+		}
 	}
 	sort.Strings(names)
 	var b strings.Builder
@@ -46,7 +79,7 @@ func (e *Error) Error() string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(name + ": " + strings.Join(e.Fields[name], " "))
+		b.WriteString(name + ": " + strings.Join(msgs[name], " "))
 	}
 	return fmt.Sprintf("streamapi: %s: %s", e.Code, b.String())
 }

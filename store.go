@@ -30,6 +30,14 @@ type Store interface {
 	Close() error
 }
 
+// ReadTxer is implemented by stores that can run reads in one read-only
+// transaction, a consistent snapshot that does not wait for writers (and,
+// on SQLite, does not hold its single writer). Resources run Safe custom
+// actions in it when their store offers it. A write inside it fails.
+type ReadTxer interface {
+	ReadTx(ctx context.Context, fn func(ctx context.Context) error) error
+}
+
 // Table reads and writes the objects of one model. dst and obj are pointers
 // to the model's struct; list destinations are pointers to slices of it.
 // Methods return ENOTFOUND when the object does not exist.

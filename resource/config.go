@@ -96,8 +96,10 @@ type Config[T any] struct {
 
 // DetailAction is a custom action on one object, the counterpart of
 // Channels API's @detail_action. The object is loaded (404 when it does not
-// exist) inside a write transaction that Func runs in, so a read-modify-write
-// through the resource is atomic.
+// exist) and locked inside a write transaction that Func runs in, so a
+// read-modify-write through the resource is atomic; a Safe action's runs
+// in a read transaction instead (streamapi.ReadTxer), off the write path.
+// Input decodes and checks its data.
 type DetailAction[T any] struct {
 	// Name is the action's name in Go (logs, docs), e.g. "Vote".
 	Name string
@@ -107,12 +109,14 @@ type DetailAction[T any] struct {
 	// 200), or an error, formatted like every other error.
 	Func func(ctx context.Context, req *streamapi.Request, obj *T) (data any, status int, err error)
 	// Safe declares that the action changes nothing: REST then serves it
-	// on GET as well as POST.
+	// on GET as well as POST, and it runs in a read transaction, where a
+	// write fails.
 	Safe bool
 }
 
 // ListAction is a custom action on the collection, the counterpart of
-// Channels API's @list_action.
+// Channels API's @list_action. Func runs outside any transaction (open one
+// with the store's Tx), a Safe one's in a read transaction.
 type ListAction struct {
 	Name     string
 	WireName string

@@ -76,3 +76,29 @@ func Example() {
 	// streamapi: invalid: question_text: This field is required.
 	// event: polls.question create pk 2
 }
+
+// Grow is the input of a "grow" custom action.
+type Grow struct {
+	By int `json:"by" validate:"required,gte=1,lte=10"`
+}
+
+// Input decodes and checks a custom action's data: a bad value answers 400
+// with the usual field messages, a good one arrives typed.
+func ExampleInput() {
+	grow := func(data string) {
+		req := &streamapi.Request{Stream: "questions", Action: "grow", Data: []byte(data)}
+		in, err := resource.Input[Grow](req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println("grow by", in.By)
+	}
+	grow(`{"by": 3}`)
+	grow(`{"by": 11}`)
+	grow(`{}`)
+	// Output:
+	// grow by 3
+	// streamapi: invalid: by: Ensure this value is less than or equal to 10.
+	// streamapi: invalid: by: This field is required.
+}

@@ -227,20 +227,33 @@ func notADict(data json.RawMessage) error {
 	return errs.Err()
 }
 
-// ruleMessages translates validator errors into DRF's wording.
-func ruleMessages(err error, fv reflect.Value) []string {
+// ruleMessage is one rule's message in DRF's wording, for the field
+// itself (item "") or for one element of it (item its index, or map key).
+type ruleMessage struct {
+	item, text string
+}
+
+// ruleMessages translates validator errors into DRF's wording, each worded
+// for the value its rule failed on: an element's rule (after dive) names
+// the element's length, not the list's.
+func ruleMessages(err error) []ruleMessage {
 	verrs, ok := err.(validator.ValidationErrors)
 	if !ok {
-		return []string{"Invalid value."}
+		return []ruleMessage{{text: "Invalid value."}}
 	}
-	k := fv.Kind()
-	if k == reflect.Pointer {
-		k = fv.Type().Elem().Kind()
-	}
-	text := k == reflect.String
-	list := k == reflect.Slice || k == reflect.Array || k == reflect.Map
-	out := make([]string, 0, len(verrs))
+	out := make([]ruleMessage, 0, len(verrs))
 	for _, fe := range verrs {
+		k := fe.Kind()
+		text := k == reflect.String
+		list := k == reflect.Slice || k == reflect.Array || k == reflect.Map
+		// Var names an element "[1]" (or "[key]"), nested ones "[1][2]":
+		// messages are keyed by the outermost.
+		var item string
+		if ns := fe.Namespace(); strings.HasPrefix(ns, "[") {
+			if end := strings.IndexByte(ns, ']'); end > 0 {
+				item = ns[1:end]
+			}
+		}
 		p := fe.Param()
 		var msg string
 		switch fe.Tag() {
@@ -279,7 +292,7 @@ func ruleMessages(err error, fv reflect.Value) []string {
 		default:
 			msg = "Invalid value (rule " + fe.Tag() + ")."
 		}
-		out = append(out, msg)
+		out = append(out, ruleMessage{item: item, text: msg})
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/resource"
 	"github.com/streamapi/streamapi/store/sqlstore"
+	"github.com/uptrace/bun"
 )
 
 // hooked builds items whose BeforeWrite derives Owner from Name and whose
@@ -245,5 +246,143 @@ func TestDefaults_NotRequired(t *testing.T) {
 	plain := newItems(t, resource.Config[Item]{})
 	if got := fieldErrs(t, serve(t, plain, "create", "", `{}`)); got != `{"name":["This field is required."]}` {
 		t.Fatalf("create without a default: %s", got)
+	}
+}
+
+// Labeled has a list whose elements have rules of their own.
+type Labeled struct {
+	bun.BaseModel `bun:"table:labeled" json:"-"`
+	ID            int64          `bun:"id,pk,autoincrement" json:"id"`
+	Labels        []string       `bun:"labels" json:"labels" validate:"max=3,dive,max=4"`
+	Counts        map[string]int `bun:"counts" json:"counts" validate:"dive,lte=9"`
+}
+
+// A list element's rule answers under the element's index, in DRF's shape,
+// worded for the element (characters), not the list (elements); the
+// list's own rule keeps the list's wording; a map element goes under its key.
+func TestItemErrors(t *testing.T) {
+	db := openStore(t)
+	if _, err := db.Bun().NewCreateTable().Model((*Labeled)(nil)).Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := resource.New(resource.Config[Labeled]{Stream: "labeled", Label: "test.labeled", Store: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Init(streamapi.Defaults{})
+	for data, want := range map[string]string{
+		`{"labels":["ok","toolong","ok2","waytoolong"]}`: `{"labels":["Ensure this field has no more than 3 elements."]}`,
+		`{"labels":["ok","toolong"]}`:                    `{"labels":{"1":["Ensure this field has no more than 4 characters."]}}`,
+		`{"labels":["toolong","ok","longer"]}`:           `{"labels":{"0":["Ensure this field has no more than 4 characters."],"2":["Ensure this field has no more than 4 characters."]}}`,
+		`{"labels":[],"counts":{"a":1,"b":10}}`:          `{"counts":{"b":["Ensure this value is less than or equal to 9."]}}`,
+	} {
+		rep := serve(t, r, "create", "", data)
+		e, ok := rep.Err.(*streamapi.Error)
+		if !ok {
+			t.Fatalf("%s: %v (%T), want a validation error", data, rep.Err, rep.Err)
+		}
+		if got, _ := json.Marshal(e.FieldDetail()); string(got) != want {
+			t.Errorf("%s:\n got %s\nwant %s", data, got, want)
+		}
+	}
+	if rep := serve(t, r, "create", "", `{"labels":["a","bcde"],"counts":{"a":9}}`); rep.Err != nil {
+		t.Fatalf("valid: %v", rep.Err)
+	}
+}
+
+type move struct {
+	Column   int64    `json:"column" validate:"required"`
+	Position int      `json:"position" validate:"gte=0"`
+	Labels   []string `json:"labels" validate:"dive,max=3"`
+}
+
+// Input decodes and checks a custom action's data with the resource's
+// rules and messages: missing, mistyped and out-of-range values answer 400
+// by field, element messages by index, and a valid input arrives typed.
+func TestInput(t *testing.T) {
+	var got *move
+	items := newItems(t, resource.Config[Item]{
+		DetailActions: []resource.DetailAction[Item]{{
+			Name: "move",
+			Func: func(ctx context.Context, req *streamapi.Request, it *Item) (any, int, error) {
+				in, err := resource.Input[move](req)
+				if err != nil {
+					return nil, 0, err
+				}
+				got = in
+				return in, 200, nil
+			},
+		}},
+	})
+	it := &Item{Name: "a"}
+	if err := items.Create(context.Background(), it); err != nil {
+		t.Fatal(err)
+	}
+	pk := fmt.Sprint(it.ID)
+	for data, want := range map[string]string{
+		`{}`:                                   `{"column":["This field is required."]}`,
+		`{"column":"x","position":1}`:          `{"column":["A valid integer is required."]}`,
+		`{"column":2,"position":-1}`:           `{"position":["Ensure this value is greater than or equal to 0."]}`,
+		`{"column":2,"labels":["abc","abcd"]}`: `{"labels":{"1":["Ensure this field has no more than 3 characters."]}}`,
+		`[1]`:                                  `{"non_field_errors":["Invalid data. Expected a dictionary, but got list."]}`,
+	} {
+		rep := serve(t, items, "move", pk, data)
+		e, ok := rep.Err.(*streamapi.Error)
+		if !ok || e.Code != streamapi.EINVALID {
+			t.Fatalf("%s: %v, want a validation error", data, rep.Err)
+		}
+		if b, _ := json.Marshal(e.FieldDetail()); string(b) != want {
+			t.Errorf("%s: got %s, want %s", data, b, want)
+		}
+	}
+	if got != nil {
+		t.Fatalf("the action ran with an invalid input: %+v", got)
+	}
+	if rep := serve(t, items, "move", pk, `{"column":"3","position":2}`); rep.Err != nil {
+		t.Fatal(rep.Err)
+	}
+	if got == nil || got.Column != 3 || got.Position != 2 {
+		t.Fatalf("input %+v, want column 3, position 2", got)
+	}
+}
+
+// A Safe custom action runs in a read transaction: it reads the object
+// and the database's snapshot, and a write from it fails; an unsafe one
+// runs in the write transaction and may write.
+func TestSafeActionsReadOnly(t *testing.T) {
+	var items *resource.Resource[Item]
+	write := func(ctx context.Context) (any, int, error) {
+		if sqlstore.Tx(ctx) == nil {
+			return nil, 0, errors.New("no transaction")
+		}
+		if err := items.Create(ctx, &Item{Name: "w"}); err != nil {
+			return "refused", 200, nil
+		}
+		return "written", 200, nil
+	}
+	detail := func(ctx context.Context, _ *streamapi.Request, _ *Item) (any, int, error) { return write(ctx) }
+	list := func(ctx context.Context, _ *streamapi.Request) (any, int, error) { return write(ctx) }
+	items = newItems(t, resource.Config[Item]{
+		DetailActions: []resource.DetailAction[Item]{
+			{Name: "peek", Safe: true, Func: detail},
+			{Name: "poke", Func: detail},
+		},
+		ListActions: []resource.ListAction{{Name: "count", Safe: true, Func: list}},
+	})
+	it := &Item{Name: "a"}
+	if err := items.Create(context.Background(), it); err != nil {
+		t.Fatal(err)
+	}
+	pk := fmt.Sprint(it.ID)
+	for _, c := range []struct{ action, pk, want string }{
+		{"peek", pk, "refused"}, {"count", "", "refused"}, {"poke", pk, "written"},
+	} {
+		rep := serve(t, items, c.action, c.pk, "")
+		if rep.Err != nil || rep.Data != c.want {
+			t.Errorf("%s: %v %v, want %q", c.action, rep.Data, rep.Err, c.want)
+		}
+	}
+	if rep := serve(t, items, "peek", "999", ""); streamapi.ErrorCode(rep.Err) != streamapi.ENOTFOUND {
+		t.Errorf("peek of a missing object: %v, want 404", rep.Err)
 	}
 }

@@ -393,8 +393,12 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 	if a := r.detail[req.Action]; a != nil {
 		var data any
 		var status int
-		err := r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
-			obj, err := r.lockVisible(ctx, req.User, pk)
+		tx, load := r.cfg.Store.Tx, r.lockVisible
+		if rt, ok := r.cfg.Store.(streamapi.ReadTxer); ok && a.Safe {
+			tx, load = rt.ReadTx, r.getVisible
+		}
+		err := tx(ctx, func(ctx context.Context) error {
+			obj, err := load(ctx, req.User, pk)
 			if err != nil {
 				return err
 			}
@@ -407,7 +411,19 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		return reply(data, status, err)
 	}
 	if a := r.list[req.Action]; a != nil {
-		data, status, err := a.Func(ctx, req)
+		var data any
+		var status int
+		run := func(ctx context.Context) error {
+			var err error
+			data, status, err = a.Func(ctx, req)
+			return err
+		}
+		var err error
+		if rt, ok := r.cfg.Store.(streamapi.ReadTxer); ok && a.Safe {
+			err = rt.ReadTx(ctx, run)
+		} else {
+			err = run(ctx)
+		}
 		return reply(data, status, err)
 	}
 	// Subscription actions never reach Serve; the server handles them.
@@ -632,11 +648,26 @@ func normalTimes(v reflect.Value, fs []field) {
 func (r *Resource[T]) check(ctx context.Context, obj *T, action string, errs streamapi.FieldErrors) error {
 	v := reflect.ValueOf(obj).Elem()
 	normalTimes(v, r.fields)
+	if err := checkFields(r.validate, r.fields, v, errs); err != nil {
+		return err
+	}
+	if r.cfg.Validate != nil {
+		return r.cfg.Validate(ctx, obj, action)
+	}
+	return nil
+}
+
+// checkFields runs the field rules over every writable field of v not
+// already in errs (decoding errors, which it adds to): text a database
+// cannot store, blank required strings, the validate tags. It returns the
+// EINVALID error holding every message, element messages in Items, or nil.
+func checkFields(validate *validator.Validate, fs []field, v reflect.Value, errs streamapi.FieldErrors) error {
 	if errs == nil {
 		errs = streamapi.FieldErrors{}
 	}
-	for i := range r.fields {
-		f := &r.fields[i]
+	var items map[string]map[string][]string // element messages (dive rules)
+	for i := range fs {
+		f := &fs[i]
 		if f.readOnly || errs[f.name] != nil {
 			continue
 		}
@@ -653,19 +684,29 @@ func (r *Resource[T]) check(ctx context.Context, obj *T, action string, errs str
 			errs.Add(f.name, "This field may not be blank.")
 			continue
 		}
-		if f.rules != "" {
-			if err := r.validate.Var(fv.Interface(), f.rules); err != nil {
-				for _, msg := range ruleMessages(err, fv) {
-					errs.Add(f.name, msg)
-				}
+		if f.rules == "" {
+			continue
+		}
+		err := validate.Var(fv.Interface(), f.rules)
+		if err == nil {
+			continue
+		}
+		for _, m := range ruleMessages(err) {
+			if m.item == "" {
+				errs.Add(f.name, m.text)
+				continue
 			}
+			if items == nil {
+				items = map[string]map[string][]string{}
+			}
+			if items[f.name] == nil {
+				items[f.name] = map[string][]string{}
+			}
+			items[f.name][m.item] = append(items[f.name][m.item], m.text)
 		}
 	}
-	if err := errs.Err(); err != nil {
-		return err
+	if len(items) > 0 {
+		return &streamapi.Error{Code: streamapi.EINVALID, Fields: errs, Items: items}
 	}
-	if r.cfg.Validate != nil {
-		return r.cfg.Validate(ctx, obj, action)
-	}
-	return nil
+	return errs.Err()
 }

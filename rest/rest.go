@@ -478,8 +478,8 @@ func (h *Handler) error(w http.ResponseWriter, r *http.Request, err error, allow
 	case code == streamapi.EUNKNOWNACTION:
 		h.notAllowed(w, r, allow)
 		return
-	case e != nil && len(e.Fields) > 0:
-		body = e.Fields
+	case e != nil && e.FieldDetail() != nil:
+		body = e.FieldDetail()
 	case e != nil:
 		body = detail(e.Message)
 	}

@@ -80,7 +80,7 @@ func (f *Flags) Validate() error {
 	limit := func(n int) bool { return n >= 1 || n == -1 }
 	for _, r := range []rule{
 		{"--page-size", f.PageSize >= 1, "at least 1", f.PageSize},
-		{"--burst", f.Burst >= 0, "0 (the default) or more", f.Burst},
+		{"--burst", f.Burst >= 1, "at least 1", f.Burst},
 		{"--rate", f.Rate != 0, "above 0, or negative to turn the limit off", f.Rate},
 		{"--max-queue", f.MaxQueue >= 1, "at least 1", f.MaxQueue},
 		{"--max-queue-bytes", f.MaxQueueBytes >= 1, "at least 1", f.MaxQueueBytes},

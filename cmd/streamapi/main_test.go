@@ -219,7 +219,7 @@ func waitForAddr(t *testing.T, r io.Reader) string {
 // named by its flag; the defaults pass.
 func TestParseFlags_RefusesSettingsThatCannotBeMeant(t *testing.T) {
 	for _, arg := range []string{
-		"--page-size=0", "--page-size=-3", "--burst=-1", "--max-queue=0",
+		"--page-size=0", "--page-size=-3", "--burst=-1", "--burst=0", "--max-queue=0",
 		"--change-poll=0s", "--allowed-origins=example.com", "--allowed-origins=https://a.example/path",
 		"--cors-origins=ftp://x", "--ping-interval=0s", "--pong-timeout=0s",
 		"--max-subscriptions=0", "--max-request-id=-2", "--request-timeout=0s",

@@ -45,8 +45,8 @@ func Errors(err error) []any {
 	if !errors.As(err, &e) {
 		return []any{"Internal server error."}
 	}
-	if len(e.Fields) > 0 {
-		return []any{e.Fields}
+	if d := e.FieldDetail(); d != nil {
+		return []any{d}
 	}
 	return []any{e.Message}
 }

@@ -194,3 +194,23 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// Element messages go out nested under their field, in place of the
+// field's own messages, with the other fields beside them.
+func TestErrors_Items(t *testing.T) {
+	err := &streamapi.Error{
+		Code:   streamapi.EINVALID,
+		Fields: map[string][]string{"name": {"This field is required."}, "labels": {"hidden by the items"}},
+		Items:  map[string]map[string][]string{"labels": {"1": {"Ensure this field has no more than 30 characters."}}},
+	}
+	b, jerr := json.Marshal(wire.Errors(err))
+	if jerr != nil {
+		t.Fatal(jerr)
+	}
+	if want := `[{"labels":{"1":["Ensure this field has no more than 30 characters."]},"name":["This field is required."]}]`; string(b) != want {
+		t.Fatalf("errors %s, want %s", b, want)
+	}
+	if got, want := err.Error(), "streamapi: invalid: labels[1]: Ensure this field has no more than 30 characters.; name: This field is required."; got != want {
+		t.Fatalf("Error() = %q, want %q", got, want)
+	}
+}

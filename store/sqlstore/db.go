@@ -238,9 +238,9 @@ func (db *DB) Dialect() string { return db.dialect }
 // connection, so a query through Bun waits for it until ctx ends.
 func (db *DB) Bun() *bun.DB { return db.w }
 
-// Tx returns the write transaction ctx carries, inside DB.Tx (and so in a
+// Tx returns the transaction ctx carries, inside DB.Tx (and so in a
 // resource's Validate, BeforeWrite, AfterWrite, BeforeDelete and detail
-// actions), or nil outside one. SQL run on it is part of the transaction:
+// actions) or DB.ReadTx (Safe custom actions), or nil outside one. SQL run on it is part of the transaction:
 // it sees the transaction's own writes, holds its locks, and commits or
 // rolls back with it. Reads of any table, and writes of tables that back no
 // resource, belong here. A write through it to a resource's table is not a
@@ -321,10 +321,11 @@ func (db *DB) Migrate(ctx context.Context, fsys fs.FS) error {
 
 // txState is a write transaction in progress, carried by the context.
 type txState struct {
-	db      *DB
-	tx      bun.Tx
-	changes []streamapi.Change
-	batched bool // run by SQLite's committer, with other callers' work
+	db       *DB
+	tx       bun.Tx
+	changes  []streamapi.Change
+	batched  bool // run by SQLite's committer, with other callers' work
+	readOnly bool // a read transaction (ReadTx): no writes, no row locks
 	// reads are the rows the transaction read, as it read them (rows.go);
 	// in a batch, those of the write being run.
 	reads map[rowKey][]*image
@@ -365,7 +366,10 @@ func (db *DB) txFrom(ctx context.Context) *txState {
 // is rolled back and fn runs again, up to Options.TxAttempts times in all,
 // after a short random pause; past that the caller gets ErrContention.
 func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) error {
-	if db.txFrom(ctx) != nil {
+	if st := db.txFrom(ctx); st != nil {
+		if st.readOnly {
+			return errWriteInRead
+		}
 		return fn(ctx)
 	}
 	for attempt := 1; ; attempt++ {
@@ -392,6 +396,42 @@ func (db *DB) Tx(ctx context.Context, fn func(ctx context.Context) error) error 
 			return err
 		}
 	}
+}
+
+// errWriteInRead answers a write attempted inside a read transaction.
+var errWriteInRead = errors.New("sqlstore: a write inside a read transaction (DB.ReadTx: a Safe custom action)")
+
+// ReadTx runs fn in one read-only transaction: every Table read made with
+// the context handed to fn sees the same snapshot of the database, and
+// none waits for the writer (on SQLite it runs on a read connection, not
+// the single writer; on PostgreSQL at REPEATABLE READ, READ ONLY). A
+// write inside it fails, and so does Tx; Lock reads without locking. Inside
+// a write transaction, fn joins that one. Resources run Safe custom
+// actions in it (streamapi.ReadTxer).
+func (db *DB) ReadTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	if db.txFrom(ctx) != nil {
+		return fn(ctx)
+	}
+	opts := &sql.TxOptions{ReadOnly: true}
+	if db.dialect == "postgres" {
+		opts.Isolation = sql.LevelRepeatableRead
+	} else {
+		// The read pool is query_only already; the driver takes no
+		// read-only option.
+		opts.ReadOnly = false
+	}
+	tx, err := db.r.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("sqlstore: begin read: %w", mapErr(err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := fn(context.WithValue(ctx, txKey{}, &txState{db: db, tx: tx, readOnly: true})); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlstore: commit read: %w", mapErr(err))
+	}
+	return nil
 }
 
 // tx runs fn once in its own transaction (PostgreSQL).

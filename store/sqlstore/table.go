@@ -96,14 +96,14 @@ func (t *table) get(ctx context.Context, dst any, pk any, lock bool) error {
 	sel := t.db.idb(ctx).NewSelect().Model(dst).
 		Where("? = ?", bun.Ident(t.pk.Name), pk).
 		Limit(1)
-	if st != nil && (lock || st.lockReads) && t.db.dialect == "postgres" {
+	if st != nil && !st.readOnly && (lock || st.lockReads) && t.db.dialect == "postgres" {
 		sel = sel.For("NO KEY UPDATE")
 	}
 	err := sel.Scan(t.db.stmtCtx(ctx))
 	if err != nil {
 		return fmt.Errorf("get %s %v: %w", t.label, pk, mapErr(err))
 	}
-	if st != nil {
+	if st != nil && !st.readOnly {
 		t.remember(st, dst)
 	}
 	return nil
@@ -183,7 +183,7 @@ func (t *table) List(ctx context.Context, dst any, q streamapi.ListQuery) error 
 	if err := sel.Scan(t.db.stmtCtx(ctx)); err != nil {
 		return fmt.Errorf("list %s: %w", t.label, mapErr(err))
 	}
-	if st := t.db.txFrom(ctx); st != nil {
+	if st := t.db.txFrom(ctx); st != nil && !st.readOnly {
 		t.rememberAll(st, dst)
 	}
 	return nil
