@@ -78,6 +78,22 @@ type Table interface {
 	// Delete removes the object having obj's primary key, and loads obj
 	// with the object as it was, which the delete event carries.
 	Delete(ctx context.Context, obj any) error
+	// UpdateWhere applies set to every object q's Equal and Where select
+	// (its paging and order are ignored), in one statement per 1,000
+	// objects, and records one update change per object it changed, as
+	// Update does, in primary key order. It returns how many objects q
+	// selected. The rows are locked first, so the change's before and
+	// after are exact. An object the transaction read before holds the
+	// old values: read it again before writing it back.
+	UpdateWhere(ctx context.Context, q ListQuery, set ...Set) (int, error)
+}
+
+// Set is one assignment of a bulk update (Table.UpdateWhere): Column =
+// Value, or with Add, Column = Column + Value (a number).
+type Set struct {
+	Column string
+	Value  any
+	Add    bool
 }
 
 // ListQuery selects one page of a list. Values are always bound as
