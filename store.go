@@ -140,6 +140,27 @@ type Cond struct {
 	Value any
 	Any   []Cond
 	All   []Cond
+	// Member, when set, makes the condition "Column holds the key of a
+	// group the user belongs to", read from a membership table: a
+	// relation scope. Lookup and Value are then unused.
+	Member *Membership
+}
+
+// Membership is the condition of a relation scope: the object's column
+// names a group (a board) that has a row in Table whose Group column is
+// that key and whose User column is UserID. In SQL it is a semi-join,
+// Column IN (SELECT Group FROM Table WHERE User = UserID), which an index
+// on the membership table's (User, Group) serves; in memory, for events,
+// Has answers from an index the server keeps in step with the membership
+// table's change feed.
+type Membership struct {
+	Table  Table  // the membership table
+	Group  string // its column holding the group's key
+	User   string // its column holding the member's user ID
+	UserID string
+	// Has reports whether the user belongs to the group whose key, as
+	// canonical JSON (EncodePK), is given. It must not keep group.
+	Has func(group []byte) bool
 }
 
 // Order is one sort key.

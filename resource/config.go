@@ -112,6 +112,11 @@ type DetailAction[T any] struct {
 	// on GET as well as POST, and it runs in a read transaction, where a
 	// write fails.
 	Safe bool
+	// Unlocked makes the action read its object, in the write transaction,
+	// without the row lock it otherwise takes first: for an action that
+	// locks what it changes in an order of its own (a card's columns, then
+	// the card), so that it cannot deadlock with writers taking that order.
+	Unlocked bool
 }
 
 // ListAction is a custom action on the collection, the counterpart of

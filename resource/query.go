@@ -50,6 +50,7 @@ type queryField struct {
 // initQuery checks the query declarations against the model.
 func (r *Resource[T]) initQuery() error {
 	r.qfields = map[string]*queryField{}
+	r.byColumn = map[string]*queryField{}
 	var zero T
 	pkCol, ok := r.table.Column(r.pkIndex)
 	if !ok {
@@ -63,6 +64,7 @@ func (r *Resource[T]) initQuery() error {
 			continue
 		}
 		r.qfields[f.name] = &queryField{field: f, column: col}
+		r.byColumn[col] = r.qfields[f.name]
 	}
 	get := func(name, what string) (*queryField, error) {
 		qf := r.qfields[name]
@@ -548,13 +550,10 @@ func (r *Resource[T]) match(v reflect.Value, c streamapi.Cond) bool {
 		}
 		return false
 	}
-	var qf *queryField
-	for _, f := range r.qfields {
-		if f.column == c.Column {
-			qf = f
-			break
-		}
+	if c.Member != nil {
+		return r.matchMember(v, c)
 	}
+	qf := r.byColumn[c.Column]
 	if qf == nil && r.pkField.column == c.Column {
 		qf = r.pkField
 	}
@@ -602,6 +601,46 @@ func (r *Resource[T]) match(v reflect.Value, c streamapi.Cond) bool {
 
 // compareValues compares a field's value with a query value of its type:
 // -1, 0 or 1. Text compares byte by byte.
+// matchMember evaluates a relation scope's condition from the index.
+func (r *Resource[T]) matchMember(v reflect.Value, c streamapi.Cond) bool {
+	if f := r.byColumn[c.Column]; f != nil {
+		fv := v.FieldByIndex(f.index)
+		if fv.Kind() == reflect.Pointer {
+			if fv.IsNil() {
+				return false
+			}
+			fv = fv.Elem()
+		}
+		var buf [32]byte
+		return c.Member.Has(appendKey(buf[:0], fv))
+	}
+	return false
+}
+
+// appendKey appends fv's canonical JSON (streamapi.EncodePK) to buf:
+// without allocating for integers and plain ASCII strings.
+func appendKey(buf []byte, fv reflect.Value) []byte {
+	switch fv.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return strconv.AppendInt(buf, fv.Int(), 10)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return strconv.AppendUint(buf, fv.Uint(), 10)
+	case reflect.String:
+		s := fv.String()
+		plain := true
+		for i := 0; i < len(s) && plain; i++ {
+			c := s[i]
+			plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+		}
+		if plain {
+			buf = append(buf, '"')
+			buf = append(buf, s...)
+			return append(buf, '"')
+		}
+	}
+	return append(buf, streamapi.EncodePK(fv.Interface())...)
+}
+
 func compareValues(fv reflect.Value, x any) int {
 	xv := reflect.ValueOf(x)
 	if fv.Type() == timeType {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-playground/validator/v10"
@@ -31,8 +32,11 @@ type Resource[T any] struct {
 	perm     streamapi.Permission
 	pageSize int
 	qfields  map[string]*queryField // by JSON name: the fields the query language may name
+	byColumn map[string]*queryField // the same, by SQL column
 	pkField  *queryField            // the primary key, for sorting and cursors
 	qlimits  streamapi.QueryLimits
+	relOnce  sync.Once
+	rels     map[*Relation][]string // the relations the scope follows, with the fields naming them
 }
 
 var _ streamapi.Resource = (*Resource[struct{}])(nil)
@@ -77,6 +81,9 @@ func New[T any](cfg Config[T]) (*Resource[T], error) {
 		return nil, fmt.Errorf("resource %s: %w", cfg.Stream, err)
 	}
 	if err := r.initQuery(); err != nil {
+		return nil, err
+	}
+	if _, err := r.probeScope(); err != nil {
 		return nil, err
 	}
 	r.actions = cfg.Actions
@@ -394,6 +401,9 @@ func (r *Resource[T]) Serve(ctx context.Context, req *streamapi.Request) streama
 		var data any
 		var status int
 		tx, load := r.cfg.Store.Tx, r.lockVisible
+		if a.Unlocked {
+			load = r.getVisible
+		}
 		if rt, ok := r.cfg.Store.(streamapi.ReadTxer); ok && a.Safe {
 			tx, load = rt.ReadTx, r.getVisible
 		}

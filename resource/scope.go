@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ type Q struct {
 	filter string // leaf: "field" or "field__lookup"
 	value  any
 	subs   []Q
+	rel    *Relation // qRel: the relation; value is the user ID
 }
 
 type qkind int
@@ -31,6 +33,7 @@ const (
 	qOr
 	qAll
 	qNothing
+	qRel
 )
 
 // Where is the condition filter=value, with the list query language's
@@ -84,6 +87,9 @@ func (r *Resource[T]) compile(q Q) ([]streamapi.Cond, error) {
 			return r.compile(Nothing())
 		}
 		return []streamapi.Cond{{Any: any}}, nil
+	}
+	if q.kind == qRel {
+		return r.compileRel(q)
 	}
 	fname, lookup, ok := strings.Cut(q.filter, "__")
 	if !ok {
@@ -161,13 +167,146 @@ func (r *Resource[T]) scopeFor(u *streamapi.User) ([]streamapi.Cond, error) {
 	return r.compile(r.cfg.Scope(u))
 }
 
-// visible reports whether u may see obj.
-func (r *Resource[T]) visible(u *streamapi.User, obj *T) (bool, error) {
+// compileRel compiles a relation scope's leaf.
+func (r *Resource[T]) compileRel(q Q) ([]streamapi.Cond, error) {
+	if q.rel == nil {
+		return nil, fmt.Errorf("resource %s: scope follows a relation not declared yet (resource.Membership)", r.cfg.Stream)
+	}
+	qf := r.qfields[q.filter]
+	if qf == nil {
+		return nil, fmt.Errorf("resource %s: scope names %q, which is not a stored field", r.cfg.Stream, q.filter)
+	}
+	rel, uid := q.rel, q.value.(string)
+	return []streamapi.Cond{{Column: qf.column, Member: &streamapi.Membership{
+		Table: rel.table, Group: rel.groupCol, User: rel.userCol, UserID: uid,
+		Has: func(group []byte) bool { return rel.has(uid, group) },
+	}}}, nil
+}
+
+// probeUsers are the users a scope is tried with at New and by
+// Relations: anonymous and an authenticated one.
+var probeUsers = []*streamapi.User{nil, {ID: "\x00probe"}}
+
+// probeScope compiles the scope for the probe users, so that a name it
+// gets wrong fails New rather than every request, and returns the
+// relations it follows with the fields that name them. A relation not
+// declared yet (a membership resource whose scope follows its own
+// relation) is skipped.
+func (r *Resource[T]) probeScope() (map[*Relation][]string, error) {
+	if r.cfg.Scope == nil {
+		return nil, nil
+	}
+	rels := map[*Relation][]string{}
+	var walk func(q Q) error
+	walk = func(q Q) error {
+		switch q.kind {
+		case qAnd, qOr:
+			for _, s := range q.subs {
+				if err := walk(s); err != nil {
+					return err
+				}
+			}
+			return nil
+		case qRel:
+			if q.rel == nil {
+				return nil
+			}
+			if !slicesContains(rels[q.rel], q.filter) {
+				rels[q.rel] = append(rels[q.rel], q.filter)
+			}
+		}
+		_, err := r.compile(q)
+		return err
+	}
+	for _, u := range probeUsers {
+		if err := walk(r.cfg.Scope(u)); err != nil {
+			return nil, err
+		}
+	}
+	return rels, nil
+}
+
+func slicesContains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// hasMember reports whether conds read a membership table.
+func hasMember(conds []streamapi.Cond) bool {
+	for _, c := range conds {
+		if c.Member != nil || hasMember(c.All) || hasMember(c.Any) {
+			return true
+		}
+	}
+	return false
+}
+
+// withBefore returns conds with rel's memberships as they were before the
+// transitions ts: for the "before" side of a change that made them.
+func withBefore(conds []streamapi.Cond, rel *Relation, ts []streamapi.Transition) []streamapi.Cond {
+	out := make([]streamapi.Cond, len(conds))
+	for i, c := range conds {
+		c.All, c.Any = withBefore(c.All, rel, ts), withBefore(c.Any, rel, ts)
+		if m := c.Member; m != nil && m.Table == rel.table {
+			m2 := *m
+			has, uid := m.Has, m.UserID
+			m2.Has = func(group []byte) bool {
+				for _, t := range ts {
+					if t.User == uid && t.Group == string(group) {
+						return !t.Joined
+					}
+				}
+				return has(group)
+			}
+			c.Member = &m2
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// visible reports whether u may see obj. A scope that follows a relation
+// is evaluated in SQL (inside a write transaction, on what it wrote): the
+// in-memory index follows the feed, which may not have delivered the
+// transaction's own membership yet.
+func (r *Resource[T]) visible(ctx context.Context, u *streamapi.User, obj *T) (bool, error) {
 	conds, err := r.scopeFor(u)
 	if err != nil {
 		return false, err
 	}
-	return r.Match(obj, conds), nil
+	if !r.Match(obj, withoutMember(conds)) {
+		return false, nil
+	}
+	if !hasMember(conds) {
+		return true, nil
+	}
+	pk := reflect.ValueOf(obj).Elem().FieldByIndex(r.pkIndex).Interface()
+	n, err := r.table.Count(ctx, streamapi.ListQuery{Equal: map[string]any{r.pkField.column: pk}, Where: conds})
+	if err != nil {
+		return false, err
+	}
+	return n > 0, nil
+}
+
+// withoutMember returns conds with every membership condition taken as
+// holding: what can be decided in memory before asking SQL.
+func withoutMember(conds []streamapi.Cond) []streamapi.Cond {
+	if !hasMember(conds) {
+		return conds
+	}
+	out := make([]streamapi.Cond, len(conds))
+	for i, c := range conds {
+		c.All, c.Any = withoutMember(c.All), withoutMember(c.Any)
+		if c.Member != nil {
+			c.Member = &streamapi.Membership{Has: func([]byte) bool { return true }}
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // getVisible loads the object with key pk if u may see it: ENOTFOUND
@@ -177,7 +316,7 @@ func (r *Resource[T]) getVisible(ctx context.Context, u *streamapi.User, pk any)
 	if err != nil {
 		return nil, err
 	}
-	return r.visibleOr404(u, obj)
+	return r.visibleOr404(ctx, u, obj)
 }
 
 // lockVisible is getVisible for the object a write is about: inside the
@@ -188,11 +327,11 @@ func (r *Resource[T]) lockVisible(ctx context.Context, u *streamapi.User, pk any
 	if err := r.table.Lock(ctx, obj, pk); err != nil {
 		return nil, err
 	}
-	return r.visibleOr404(u, obj)
+	return r.visibleOr404(ctx, u, obj)
 }
 
-func (r *Resource[T]) visibleOr404(u *streamapi.User, obj *T) (*T, error) {
-	ok, err := r.visible(u, obj)
+func (r *Resource[T]) visibleOr404(ctx context.Context, u *streamapi.User, obj *T) (*T, error) {
+	ok, err := r.visible(ctx, u, obj)
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +356,29 @@ func (r *Resource[T]) ListFor(ctx context.Context, u *streamapi.User, q streamap
 func (r *Resource[T]) Scoped() bool { return r.cfg.Scope != nil }
 
 // Visibility implements streamapi.Scoper: c's objects are decoded once,
-// each user's scope is evaluated in memory, once per user ID.
+// each user's scope is evaluated in memory, once per user. For a change
+// of a membership model the scope follows, "before" is evaluated without
+// the memberships the change itself made or ended.
 func (r *Resource[T]) Visibility(c *streamapi.Change) streamapi.Visibility {
+	for rel := range r.relations() {
+		if rel.model == c.Model {
+			if ts, ok := rel.before(c.Seq); ok && len(ts) > 0 {
+				return r.VisibilityAcross(c, rel, ts)
+			}
+		}
+	}
+	return r.visibility(c, nil, nil)
+}
+
+// VisibilityAcross implements streamapi.RelationScoper.
+func (r *Resource[T]) VisibilityAcross(c *streamapi.Change, rel streamapi.Relation, ts []streamapi.Transition) streamapi.Visibility {
+	rr, _ := rel.(*Relation)
+	return r.visibility(c, rr, ts)
+}
+
+// visibility evaluates c's objects for each user; with rel, "before"
+// takes rel's memberships as they were before ts.
+func (r *Resource[T]) visibility(c *streamapi.Change, rel *Relation, ts []streamapi.Transition) streamapi.Visibility {
 	decode := func(b json.RawMessage) *T {
 		if len(b) == 0 {
 			return nil
@@ -257,9 +417,73 @@ func (r *Resource[T]) Visibility(c *streamapi.Change) streamapi.Visibility {
 		conds, err := r.scopeFor(u)
 		var s seen
 		if err == nil {
-			s = seen{before != nil && r.Match(before, conds), after != nil && r.Match(after, conds)}
+			bconds := conds
+			if rel != nil {
+				bconds = withBefore(conds, rel, ts)
+			}
+			s = seen{before != nil && r.Match(before, bconds), after != nil && r.Match(after, conds)}
 		}
 		cache[key] = s
 		return s.before, s.after
 	}
+}
+
+// relations returns the relations the scope follows, with the fields
+// that name them.
+func (r *Resource[T]) relations() map[*Relation][]string {
+	r.relOnce.Do(func() {
+		r.rels, _ = r.probeScope()
+	})
+	return r.rels
+}
+
+// Relations implements streamapi.RelationScoper.
+func (r *Resource[T]) Relations() []streamapi.Relation {
+	var out []streamapi.Relation
+	for rel := range r.relations() {
+		out = append(out, rel)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Model() < out[j].Model() })
+	return out
+}
+
+// Group implements streamapi.RelationScoper: in one read snapshot, the
+// model's last seq and its objects whose fields naming rel hold group.
+func (r *Resource[T]) Group(ctx context.Context, rel streamapi.Relation, group string) (int64, []streamapi.Change, error) {
+	rr, _ := rel.(*Relation)
+	names := r.relations()[rr]
+	if len(names) == 0 {
+		return 0, nil, fmt.Errorf("resource %s: scope does not follow %s", r.cfg.Stream, rel.Model())
+	}
+	var any []streamapi.Cond
+	for _, name := range names {
+		qf := r.qfields[name]
+		v := reflect.New(qf.typ)
+		if err := json.Unmarshal([]byte(group), v.Interface()); err != nil {
+			return 0, nil, fmt.Errorf("resource %s: group key %s for %s: %w", r.cfg.Stream, group, name, err)
+		}
+		x := v.Elem()
+		if x.Kind() == reflect.Pointer {
+			x = x.Elem()
+		}
+		any = append(any, streamapi.Cond{Column: qf.column, Lookup: streamapi.LookupExact, Value: x.Interface()})
+	}
+	var objs []T
+	seq, err := snapshot(ctx, r.cfg.Store, r.cfg.Label, func(ctx context.Context) (err error) {
+		objs, err = r.List(ctx, streamapi.ListQuery{Where: []streamapi.Cond{{Any: any}}})
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("resource %s: read group %s: %w", r.cfg.Stream, group, err)
+	}
+	out := make([]streamapi.Change, len(objs))
+	for i := range objs {
+		data, err := json.Marshal(&objs[i])
+		if err != nil {
+			return 0, nil, err
+		}
+		pk := reflect.ValueOf(&objs[i]).Elem().FieldByIndex(r.pkIndex).Interface()
+		out[i] = streamapi.Change{Model: r.cfg.Label, Action: streamapi.ChangeCreate, PK: streamapi.EncodePK(pk), Data: data, Seq: seq}
+	}
+	return seq, out, nil
 }

@@ -169,6 +169,8 @@ type Server struct {
 	rest     *rest.Handler
 	up       *conn.Upgrader
 	streams  []string
+	rels     map[string]streamapi.Relation // membership model → its relation
+	relDeps  map[string][]relDep           // membership model → the streams whose scopes follow it
 	cancels  []func()
 	draining atomic.Bool
 }
@@ -210,6 +212,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)
+	if err := s.bindRelations(cfg.Resources, models); err != nil {
+		return nil, err
+	}
 	var err error
 	s.rest, err = rest.New(rest.Config{
 		Resources:      cfg.Resources,
@@ -221,7 +226,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	deliver := s.hub.Publish
+	deliver := s.deliver
 	if cfg.ChangeLog != nil {
 		names := make([]string, 0, len(models))
 		for m := range models {
@@ -234,7 +239,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if q := cfg.Conn.MaxQueue; q > 0 {
 			limit = max(1, min(limit, q/2))
 		}
-		f, err := feed.New(ctx, cfg.ChangeLog, names, s.hub.Publish, feed.Options{
+		f, err := feed.New(ctx, cfg.ChangeLog, names, s.deliver, feed.Options{
 			PollInterval: cfg.Log.PollInterval,
 			Retention:    cfg.Log.Retention,
 			MaxChanges:   cfg.Log.MaxChanges,
@@ -247,6 +252,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		s.feed = f
 		deliver = f.Receive
+	}
+	if err := s.loadRelations(ctx); err != nil {
+		return nil, err
 	}
 	// The feed knows where each log ends before the broker delivers: a
 	// change committed in between is a gap it fills.

@@ -18,6 +18,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/auth/jwtauth"
+	"github.com/streamapi/streamapi/examples/boards"
 	"github.com/streamapi/streamapi/examples/polls"
 	"github.com/streamapi/streamapi/server"
 	"github.com/streamapi/streamapi/store/sqlstore"
@@ -25,6 +26,7 @@ import (
 
 // Flags are the command's settings; each has an environment variable.
 type Flags struct {
+	App            string        `default:"polls" enum:"polls,boards" env:"STREAMAPI_APP" help:"Example app to serve: polls (questions and choices), or boards (a team kanban: boards, members, columns, cards; needs --jwt-secret)."`
 	Addr           string        `default:"127.0.0.1:8000" env:"STREAMAPI_ADDR" help:"Address to listen on."`
 	DB             string        `default:"sqlite:./streamapi.db" env:"STREAMAPI_DB" help:"Database: sqlite:PATH, or postgres://USER@HOST:PORT/DB?sslmode=disable."`
 	Broker         string        `default:"memory" env:"STREAMAPI_BROKER" help:"Broker carrying changes between nodes: memory (one process), redis://HOST:PORT, nats://HOST:PORT."`
@@ -109,6 +111,9 @@ func (f *Flags) Validate() error {
 		if !r.ok {
 			return fmt.Errorf("%s must be %s (got %v)", r.flag, r.want, r.got)
 		}
+	}
+	if f.App == "boards" && f.JWTSecret == "" {
+		return errors.New("--app boards needs --jwt-secret: every boards action needs a user")
 	}
 	for _, o := range f.AllowedOrigins {
 		if err := server.CheckOrigin(o); err != nil {
@@ -206,10 +211,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("database %s: %w", redact(m.Flags.DB), err)
 	}
 	m.db = db
-	if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
-		return err
-	}
-	app, err := polls.NewWithOptions(m.db, polls.Options{Auth: m.Flags.JWTSecret != ""})
+	resources, demoUsers, err := m.openApp(ctx)
 	if err != nil {
 		return err
 	}
@@ -225,11 +227,13 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 		authn = a
 		if m.Flags.Debug {
-			demo, err := jwtauth.Sign([]byte(m.Flags.JWTSecret), "demo", 24*time.Hour)
-			if err != nil {
-				return err
+			for _, user := range demoUsers {
+				tok, err := jwtauth.Sign([]byte(m.Flags.JWTSecret), user, 24*time.Hour)
+				if err != nil {
+					return err
+				}
+				m.log.Info("development token for the user "+user+", valid 24 h (Authorization: Bearer, ?token=, or the subprotocols [\"bearer\", TOKEN])", "user", user, "token", tok)
 			}
-			m.log.Info("development token for the user demo, valid 24 h (Authorization: Bearer, ?token=, or the subprotocols [\"bearer\", TOKEN])", "token", demo)
 		}
 	}
 	hosts := m.Flags.AllowedHosts
@@ -242,7 +246,7 @@ func (m *Main) Run(ctx context.Context) error {
 		AllowedOrigins: f.AllowedOrigins,
 		CORSOrigins:    f.CORSOrigins,
 		AllowedHosts:   hosts,
-		Resources:      app.Resources(),
+		Resources:      resources,
 		Broker:         m.broker,
 		ChangeLog:      changeLog,
 		Log:            server.LogOptions{Retention: f.Retention, PollInterval: f.PollInterval, MaxChanges: f.MaxChanges, ResumeLimit: f.ResumeLimit, ResumeScan: f.ResumeScan},
@@ -275,7 +279,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.http.ErrorLog = slog.NewLogLogger(m.log.Handler(), slog.LevelWarn)
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.http.Serve(m.ln) }()
-	m.log.Info("serving", "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", redact(m.Flags.DB), "broker", redact(m.Flags.Broker), "debug", m.Flags.Debug)
+	m.log.Info("serving", "app", m.Flags.App, "addr", "http://"+m.Addr(), "ws", "ws://"+m.Addr()+"/ws", "db", redact(m.Flags.DB), "broker", redact(m.Flags.Broker), "debug", m.Flags.Debug)
 	if m.Flags.Debug {
 		m.log.Info("debugger page", "url", "http://"+m.Addr()+"/channels-api/")
 		if !server.IsLoopback(m.Addr()) {
@@ -283,6 +287,31 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// openApp migrates the database for the app --app names and declares its
+// resources; it returns them with the users --debug prints tokens for.
+func (m *Main) openApp(ctx context.Context) ([]streamapi.Resource, []string, error) {
+	switch m.Flags.App {
+	case "boards":
+		if err := m.db.Migrate(ctx, boards.Migrations()); err != nil {
+			return nil, nil, err
+		}
+		app, err := boards.New(m.db)
+		if err != nil {
+			return nil, nil, err
+		}
+		return app.Resources(), []string{"alice", "bob"}, nil
+	default:
+		if err := m.db.Migrate(ctx, polls.Migrations()); err != nil {
+			return nil, nil, err
+		}
+		app, err := polls.NewWithOptions(m.db, polls.Options{Auth: m.Flags.JWTSecret != ""})
+		if err != nil {
+			return nil, nil, err
+		}
+		return app.Resources(), []string{"demo"}, nil
+	}
 }
 
 // servePprof serves the profiler's handlers on their own listener, apart

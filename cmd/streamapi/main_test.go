@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,79 @@ func TestParseFlags_DefaultsAndEnv(t *testing.T) {
 	m.Stderr = io.Discard
 	if err := m.ParseFlags([]string{"--page-size", "many"}); err == nil {
 		t.Fatal("accepted --page-size many")
+	}
+}
+
+// --app picks the example (default polls, STREAMAPI_APP too); boards
+// needs --jwt-secret.
+func TestParseFlags_App(t *testing.T) {
+	m := NewMain()
+	if err := m.ParseFlags(nil); err != nil || m.Flags.App != "polls" {
+		t.Fatalf("default app %q, %v", m.Flags.App, err)
+	}
+	m = NewMain()
+	m.Stderr = io.Discard
+	if err := m.ParseFlags([]string{"--app", "chess"}); err == nil || !strings.Contains(err.Error(), `--app must be one of "polls","boards"`) {
+		t.Fatalf("--app chess: %v", err)
+	}
+	m = NewMain()
+	if err := m.ParseFlags([]string{"--app", "boards"}); err == nil || err.Error() != "--app boards needs --jwt-secret: every boards action needs a user" {
+		t.Fatalf("--app boards without a secret: %v", err)
+	}
+	t.Setenv("STREAMAPI_APP", "boards")
+	t.Setenv("STREAMAPI_JWT_SECRET", strings.Repeat("s", 32))
+	m = NewMain()
+	if err := m.ParseFlags(nil); err != nil || m.Flags.App != "boards" {
+		t.Fatalf("STREAMAPI_APP=boards: %q, %v", m.Flags.App, err)
+	}
+}
+
+// --app boards serves the boards example; --debug prints a token for
+// each of its two demo users, alice and bob, which the server accepts.
+func TestRun_BoardsApp(t *testing.T) {
+	m := NewMain()
+	var logs syncBuffer
+	m.Stderr = &logs
+	if err := m.ParseFlags([]string{"--app", "boards", "--jwt-secret", strings.Repeat("k", 32), "--addr", "127.0.0.1:0", "--db", "sqlite:" + filepath.Join(t.TempDir(), "b.db")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := m.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(ctx)
+	tokens := map[string]string{}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		for _, user := range []string{"alice", "bob"} {
+			if strings.Contains(line, "user="+user+" token=") {
+				tokens[user] = line[strings.LastIndex(line, " token=")+len(" token="):]
+			}
+		}
+	}
+	if len(tokens) != 2 {
+		t.Fatalf("tokens for %v in:\n%s", tokens, logs.String())
+	}
+	for user, tok := range tokens {
+		req, _ := http.NewRequest("POST", "http://"+m.Addr()+"/api/boards/", strings.NewReader(`{"name":"Plans"}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 201 || !strings.Contains(string(body), `"owner":"`+user+`"`) {
+			t.Fatalf("%s creates a board: %d %s", user, res.StatusCode, body)
+		}
+	}
+	res, err := http.Get("http://" + m.Addr() + "/api/boards/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 && res.StatusCode != 403 {
+		t.Fatalf("anonymous list of boards: %d", res.StatusCode)
 	}
 }
 
@@ -423,4 +497,22 @@ func TestHTTP_Timeouts(t *testing.T) {
 	if rep, err := ws.Request(ctx, "questions", client.Payload{Action: "list"}); err != nil || rep.Status != 200 {
 		t.Fatalf("the WebSocket after the HTTP timeouts: %v %v", rep, err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -560,13 +560,26 @@ func (c *Conn) Sent() uint64 { return c.sent.Load() }
 
 // Send queues f for writing and returns at once. A client whose queue is
 // full is disconnected with 1008: it never slows anyone else down.
-func (c *Conn) Send(f streamapi.Frame) {
+func (c *Conn) Send(f streamapi.Frame) { c.send(f, nil) }
+
+// SendBatch queues fs as Send does, bounded by MaxQueueBytes only: a
+// visibility burst (hub.BatchSender) of more frames than MaxQueue does not
+// make a client that reads a slow consumer.
+func (c *Conn) SendBatch(fs []streamapi.Frame) { c.send(streamapi.Frame{}, fs) }
+
+func (c *Conn) send(f streamapi.Frame, fs []streamapi.Frame) {
 	c.mu.Lock()
 	if c.closing || c.closed {
 		c.mu.Unlock()
 		return
 	}
-	if !c.out.push(f) {
+	var ok bool
+	if fs != nil {
+		ok = c.out.pushBatch(fs)
+	} else {
+		ok = c.out.push(f)
+	}
+	if !ok {
 		c.closing = true
 		c.overflow.Store(true)
 		c.out.reset()

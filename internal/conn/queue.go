@@ -8,6 +8,7 @@ import "github.com/streamapi/streamapi"
 type queue struct {
 	frames    []streamapi.Frame
 	bytes     int
+	batched   int // frames queued by pushBatch: not counted against maxFrames
 	maxFrames int
 	maxBytes  int
 }
@@ -18,11 +19,29 @@ type queue struct {
 // backlog, not on one reply's size.
 func (q *queue) push(f streamapi.Frame) bool {
 	size := f.Len()
-	if len(q.frames) >= q.maxFrames || q.bytes > 0 && q.bytes+size > q.maxBytes {
+	if len(q.frames)-q.batched >= q.maxFrames || q.bytes > 0 && q.bytes+size > q.maxBytes {
 		return false
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += size
+	return true
+}
+
+// pushBatch appends fs, or reports false when their bytes would take the
+// queue past its byte bound. Their number is not counted against the
+// frame bound: a burst of many small frames (objects entering view) is
+// one event of the app's, bounded by its bytes.
+func (q *queue) pushBatch(fs []streamapi.Frame) bool {
+	size := 0
+	for _, f := range fs {
+		size += f.Len()
+	}
+	if q.bytes > 0 && q.bytes+size > q.maxBytes {
+		return false
+	}
+	q.frames = append(q.frames, fs...)
+	q.bytes += size
+	q.batched += len(fs)
 	return true
 }
 
@@ -31,11 +50,11 @@ func (q *queue) push(f streamapi.Frame) bool {
 // frames cleared), so that two slices serve a connection's whole life.
 func (q *queue) take(buf []streamapi.Frame) []streamapi.Frame {
 	out := q.frames
-	q.frames, q.bytes = buf[:0], 0
+	q.frames, q.bytes, q.batched = buf[:0], 0, 0
 	return out
 }
 
 // reset drops every frame and the storage.
-func (q *queue) reset() { q.frames, q.bytes = nil, 0 }
+func (q *queue) reset() { q.frames, q.bytes, q.batched = nil, 0, 0 }
 
 func (q *queue) len() int { return len(q.frames) }

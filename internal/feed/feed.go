@@ -261,6 +261,72 @@ func (f *Feed) deliverLocked(ctx context.Context, m *model, c streamapi.Change) 
 	m.next = c.Seq + 1
 }
 
+// SetStart makes model's live delivery start after seq, before Start: a
+// relation's index loaded as of seq is brought up to date by the changes
+// that follow it (the poller and the broker deliver them).
+func (f *Feed) SetStart(model string, seq int64) {
+	if m := f.models[model]; m != nil {
+		m.mu.Lock()
+		m.next = seq + 1
+		m.mu.Unlock()
+	}
+}
+
+// Position returns the last seq of model delivered (0 for a model the
+// feed does not know).
+func (f *Feed) Position(model string) int64 {
+	m := f.models[model]
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.next - 1
+}
+
+// Cut makes a consistent cut across models: it holds their delivery
+// (their locks, in name order), runs read, which returns for each model
+// the seq its reads reflect (one snapshot), delivers each model's changes
+// up to that seq, runs apply, and lets delivery go on. Changes after the
+// cut are delivered after apply, those up to it before: apply can send
+// what a read found without repeating or missing a change. It is called
+// from a delivery (a relation's membership change), whose own model must
+// not be among models.
+func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.Context) (map[string]int64, error), apply func()) error {
+	names := append([]string(nil), models...)
+	sort.Strings(names)
+	var held []*model
+	defer func() {
+		for _, m := range held {
+			m.mu.Unlock()
+		}
+	}()
+	for i, name := range names {
+		if i > 0 && names[i-1] == name {
+			continue
+		}
+		m := f.models[name]
+		if m == nil {
+			return fmt.Errorf("feed: no model %q", name)
+		}
+		m.mu.Lock()
+		held = append(held, m)
+	}
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	seqs, err := read(rctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("feed: cut: %w", err)
+	}
+	for _, m := range held {
+		if err := f.catchUpLocked(ctx, m, seqs[m.name]); err != nil {
+			return err
+		}
+	}
+	apply()
+	return nil
+}
+
 // A Resume is a subscription being resumed. While it is open the model's
 // live delivery waits, so Done must be called, promptly and once.
 type Resume struct {

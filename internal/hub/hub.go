@@ -32,6 +32,7 @@ type Hub struct {
 	subs    map[subKey]map[streamapi.Peer]struct{}
 	inst    map[instKey]map[instSub][]byte // value: the request_id bytes, made once
 	byPeer  map[streamapi.Peer]*peerSubs
+	byUser  map[string]map[streamapi.Peer]struct{} // user ID → its subscribed peers
 }
 
 // subKey names a Channels API subscription; pk "" means any object.
@@ -51,6 +52,7 @@ type instSub struct {
 
 // peerSubs lists a peer's subscriptions, to drop them when it goes.
 type peerSubs struct {
+	user string // the peer's user ID when it subscribed
 	subs map[subKey]struct{}
 	inst map[instKey]map[string]struct{}
 }
@@ -67,6 +69,7 @@ func New(log *slog.Logger) *Hub {
 		subs:    make(map[subKey]map[streamapi.Peer]struct{}),
 		inst:    make(map[instKey]map[instSub][]byte),
 		byPeer:  make(map[streamapi.Peer]*peerSubs),
+		byUser:  make(map[string]map[streamapi.Peer]struct{}),
 	}
 }
 
@@ -106,9 +109,28 @@ func (h *Hub) peer(p streamapi.Peer) *peerSubs {
 	ps := h.byPeer[p]
 	if ps == nil {
 		ps = &peerSubs{}
+		if u := userOf(p); u != nil {
+			ps.user = u.ID
+			set := h.byUser[u.ID]
+			if set == nil {
+				set = make(map[streamapi.Peer]struct{})
+				h.byUser[u.ID] = set
+			}
+			set[p] = struct{}{}
+		}
 		h.byPeer[p] = ps
 	}
 	return ps
+}
+
+func (h *Hub) forget(p streamapi.Peer, ps *peerSubs) {
+	delete(h.byPeer, p)
+	if set := h.byUser[ps.user]; set != nil {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(h.byUser, ps.user)
+		}
+	}
 }
 
 // Subscribe adds p to the Channels API subscription (stream, action, pk);
@@ -206,7 +228,7 @@ func (h *Hub) Drop(p streamapi.Peer) {
 			h.dropInst(k, instSub{p, rid})
 		}
 	}
-	delete(h.byPeer, p)
+	h.forget(p, ps)
 }
 
 // Subscriptions returns how many subscriptions p holds (for tests and
@@ -284,7 +306,7 @@ func (h *Hub) dropInst(k instKey, s instSub) {
 
 func (h *Hub) forgetIfEmpty(p streamapi.Peer, ps *peerSubs) {
 	if len(ps.subs) == 0 && len(ps.inst) == 0 {
-		delete(h.byPeer, p)
+		h.forget(p, ps)
 	}
 }
 
@@ -411,4 +433,124 @@ func (h *Hub) publishScoped(ctx context.Context, stream string, s streamapi.Scop
 		g.Mid = rid
 		sub.peer.Send(g)
 	}
+}
+
+// Watching reports whether a peer of user holds a subscription on stream:
+// whether a change of what user may see there has anyone to tell.
+func (h *Hub) Watching(stream, user string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for p := range h.byUser[user] {
+		ps := h.byPeer[p]
+		for k := range ps.subs {
+			if k.stream == stream {
+				return true
+			}
+		}
+		for k := range ps.inst {
+			if k.stream == stream {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// BatchSender is implemented by peers that take several frames at once,
+// bounded as one backlog by bytes only: a visibility burst (a board's
+// thousand cards entering view) is not a slow consumer's backlog.
+type BatchSender interface {
+	SendBatch(fs []streamapi.Frame)
+}
+
+// Burst tells user's peers of the objects cs of stream entering or
+// leaving their view: cs are the objects as they are (create changes),
+// and vis(i) says whether the user could see cs[i] before and can now.
+// Each peer gets, in cs's order, a create for an object entering view on
+// its create subscriptions and a delete for one leaving on its delete
+// subscriptions (and its DCRF subscriptions to that object), once per
+// object whatever subscriptions match, as one batch. It returns how many
+// frames it sent.
+func (h *Hub) Burst(ctx context.Context, stream, user string, cs []streamapi.Change, vis func(i int) streamapi.Visibility) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	peers := h.byUser[user]
+	if len(peers) == 0 {
+		return 0
+	}
+	type encoded struct {
+		seen   streamapi.Change
+		ok     bool
+		ev     streamapi.Frame
+		inst   streamapi.Frame
+		evOK   bool
+		instOK bool
+	}
+	sent := 0
+	for p := range peers {
+		u := userOf(p)
+		if u == nil || u.ID != user {
+			continue
+		}
+		ps := h.byPeer[p]
+		var batch []streamapi.Frame
+		cache := make([]*encoded, len(cs))
+		for i := range cs {
+			e := cache[i]
+			if e == nil {
+				b, a := vis(i)(u)
+				c := cs[i]
+				c.Action, c.Before = streamapi.ChangeUpdate, c.Data
+				e = &encoded{}
+				e.seen, e.ok = streamapi.AsSeen(c, b, a)
+				e.ok = e.ok && e.seen.Action != streamapi.ChangeUpdate
+				cache[i] = e
+			}
+			if !e.ok {
+				continue
+			}
+			pk := string(e.seen.PK)
+			_, anyOf := ps.subs[subKey{stream, e.seen.Action, ""}]
+			_, oneOf := ps.subs[subKey{stream, e.seen.Action, pk}]
+			if anyOf || oneOf {
+				if !e.evOK {
+					f, err := wire.EncodeEvent(stream, &e.seen)
+					if err != nil {
+						h.log.ErrorContext(ctx, "encode event", "stream", stream, "err", err)
+						continue
+					}
+					e.ev, e.evOK = f, true
+				}
+				batch = append(batch, e.ev)
+			}
+			if e.seen.Action != streamapi.ChangeDelete {
+				continue
+			}
+			for rid := range ps.inst[instKey{stream, pk}] {
+				if !e.instOK {
+					f, err := wire.EncodeInstanceEvent(stream, &e.seen)
+					if err != nil {
+						h.log.ErrorContext(ctx, "encode instance event", "stream", stream, "err", err)
+						break
+					}
+					e.inst, e.instOK = f, true
+				}
+				g := e.inst
+				g.Mid = []byte(rid)
+				batch = append(batch, g)
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		sent += len(batch)
+		if bs, ok := p.(BatchSender); ok {
+			bs.SendBatch(batch)
+			continue
+		}
+		for _, f := range batch {
+			p.Send(f)
+		}
+	}
+	return sent
 }

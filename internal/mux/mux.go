@@ -263,7 +263,7 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 	}
 	pkKey := hub.PKKey(pk)
 	seen := asSeenBy(res, req.User)
-	r, err := m.resume(ctx, res, since, pk, func(c *streamapi.Change) bool {
+	r, err := m.resume(ctx, res, req.User, since, pk, func(c *streamapi.Change) bool {
 		if !seen(c) {
 			return false
 		}
@@ -294,7 +294,7 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 
 // resume opens a resume of res's model after since (since < 0: from now).
 // On success the model's live delivery waits until the Resume's Done.
-func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, pk any, match func(*streamapi.Change) bool) (*feed.Resume, error) {
+func (m *Mux) resume(ctx context.Context, res streamapi.Resource, u *streamapi.User, since int64, pk any, match func(*streamapi.Change) bool) (*feed.Resume, error) {
 	var key json.RawMessage
 	if pk != nil {
 		key = json.RawMessage(hub.PKKey(pk))
@@ -303,7 +303,20 @@ func (m *Mux) resume(ctx context.Context, res streamapi.Resource, since int64, p
 	if errors.Is(err, feed.ErrResync) {
 		return nil, streamapi.ErrResyncRequired
 	}
-	return r, err
+	if err != nil {
+		return nil, err
+	}
+	// A replay cannot tell what entered or left the user's view when a
+	// membership of theirs changed since: that asks for a resync.
+	if rs, ok := res.(streamapi.RelationScoper); ok && since >= 0 && u != nil {
+		for _, rel := range rs.Relations() {
+			if rel.ChangedAfter(u.ID, res.Model(), since) {
+				r.Done(nil)
+				return nil, streamapi.ErrResyncRequired
+			}
+		}
+	}
+	return r, nil
 }
 
 // asSeenBy returns a function that rewrites a replayed change as u sees it
@@ -391,7 +404,7 @@ func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resou
 	}
 	pkKey := hub.PKKey(pk)
 	seen := asSeenBy(res, req.User)
-	r, err := m.resume(ctx, res, since, pk, func(c *streamapi.Change) bool {
+	r, err := m.resume(ctx, res, req.User, since, pk, func(c *streamapi.Change) bool {
 		if string(c.PK) != pkKey || !seen(c) {
 			return false
 		}

@@ -243,6 +243,13 @@ func (db *DB) Bounds(ctx context.Context, model string) (first, last int64, err 
 		return 0, 0, errNoChangeLog
 	}
 	var lo sql.NullInt64
+	// Inside a transaction (a read snapshot), the bounds it sees.
+	var qr interface {
+		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	} = db.r
+	if st := db.txFrom(ctx); st != nil {
+		qr = st.tx
+	}
 	q := `SELECT
 	COALESCE((SELECT seq FROM streamapi_seq WHERE model = ?), 0),
 	(SELECT MIN(seq) FROM streamapi_changes WHERE model = ?)`
@@ -251,10 +258,8 @@ func (db *DB) Bounds(ctx context.Context, model string) (first, last int64, err 
 		// in one SELECT read every row of the model.
 		q = `SELECT COALESCE((SELECT seq FROM streamapi_changes WHERE model = ? ORDER BY seq DESC LIMIT 1), 0),
 	(SELECT seq FROM streamapi_changes WHERE model = ? ORDER BY seq LIMIT 1)`
-		err = db.r.QueryRowContext(ctx, q, model, model).Scan(&last, &lo)
-	} else {
-		err = db.r.QueryRowContext(ctx, q, model, model).Scan(&last, &lo)
 	}
+	err = qr.QueryRowContext(ctx, q, model, model).Scan(&last, &lo)
 	if err != nil {
 		return 0, 0, fmt.Errorf("change log: bounds of %s: %w", model, err)
 	}

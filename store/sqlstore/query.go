@@ -80,6 +80,8 @@ func (t *table) cond(c streamapi.Cond) (string, []any, error) {
 		return t.group(c.All, " AND ")
 	case len(c.Any) > 0:
 		return t.group(c.Any, " OR ")
+	case c.Member != nil:
+		return t.member(c)
 	}
 	if _, ok := t.columns[c.Column]; !ok {
 		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, c.Column)
@@ -118,6 +120,24 @@ func (t *table) cond(c streamapi.Cond) (string, []any, error) {
 		return "? IS NOT NULL", []any{bun.Ident(c.Column)}, nil
 	}
 	return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: unknown lookup %q", t.label, c.Lookup)
+}
+
+// member returns a relation scope's condition: a semi-join on the
+// membership table, which its (user, group) index serves.
+func (t *table) member(c streamapi.Cond) (string, []any, error) {
+	m := c.Member
+	mt, ok := m.Table.(*table)
+	if !ok || mt.db != t.db {
+		return "", nil, fmt.Errorf("%s: membership table %v is not in this store", t.label, m.Table)
+	}
+	if _, ok := t.columns[c.Column]; !ok {
+		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: no column %q", t.label, c.Column)
+	}
+	if !mt.columns[m.Group] || !mt.columns[m.User] {
+		return "", nil, streamapi.Errorf(streamapi.EINVALID, "%s: no columns %q, %q", mt.label, m.Group, m.User)
+	}
+	return "? IN (SELECT ? FROM ? WHERE ? = ?)",
+		[]any{bun.Ident(c.Column), bun.Ident(m.Group), bun.Ident(mt.meta.Name), bun.Ident(m.User), m.UserID}, nil
 }
 
 // group joins conditions with sep (" AND ", " OR ") in parentheses.

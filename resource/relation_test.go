@@ -1,0 +1,207 @@
+package resource_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/resource"
+	"github.com/streamapi/streamapi/store/sqlstore"
+	"github.com/uptrace/bun"
+)
+
+type Team struct {
+	bun.BaseModel `bun:"table:rel_team" json:"-"`
+	ID            int64  `bun:"id,pk,autoincrement" json:"id"`
+	Team          int64  `bun:"team,notnull" json:"team"`
+	User          string `bun:"user_id,notnull" json:"user"`
+}
+
+type Task struct {
+	bun.BaseModel `bun:"table:rel_task" json:"-"`
+	ID            int64  `bun:"id,pk,autoincrement" json:"id"`
+	Team          *int64 `bun:"team" json:"team"`
+	Public        bool   `bun:"public,notnull" json:"public"`
+}
+
+// relationStore declares teams (the membership) and tasks, visible to
+// their team's members, and to everyone when public.
+func relationStore(t *testing.T) (*sqlstore.DB, *resource.Resource[Team], *resource.Relation, *resource.Resource[Task]) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "rel.db"), sqlstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, m := range []any{(*Team)(nil), (*Task)(nil)} {
+		if _, err := db.Bun().NewCreateTable().Model(m).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	teams, err := resource.New(resource.Config[Team]{Stream: "teams", Label: "test.team", Store: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := resource.Membership(teams, "team", "user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := resource.New(resource.Config[Task]{
+		Stream: "tasks", Label: "test.task", Store: db,
+		Scope: func(u *streamapi.User) resource.Q {
+			return resource.Or(rel.Includes(u, "team"), resource.Where("public", true))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	teams.Init(streamapi.Defaults{})
+	tasks.Init(streamapi.Defaults{})
+	return db, teams, rel, tasks
+}
+
+func teamChange(action string, id, team int64, user string) streamapi.Change {
+	data, _ := json.Marshal(Team{ID: id, Team: team, User: user})
+	return streamapi.Change{Model: "test.team", Action: action, PK: streamapi.EncodePK(id), Data: data}
+}
+
+// The index turns rows into transitions: a user joins a group with its
+// first row and leaves it with its last; Peek tells without changing.
+func TestRelation_Transitions(t *testing.T) {
+	_, _, rel, _ := relationStore(t)
+	tr := func(c streamapi.Change) string {
+		peeked := rel.Peek(&c)
+		got := rel.Apply(&c)
+		if fmt.Sprint(peeked) != fmt.Sprint(got) {
+			t.Fatalf("Peek %v, Apply %v", peeked, got)
+		}
+		return fmt.Sprint(got)
+	}
+	if got := tr(teamChange("create", 1, 7, "ann")); got != "[{ann 7 true}]" {
+		t.Fatalf("first row: %s", got)
+	}
+	if got := tr(teamChange("create", 2, 7, "ann")); got != "[]" {
+		t.Fatalf("a second row of the same pair: %s", got)
+	}
+	if got := tr(teamChange("delete", 1, 7, "ann")); got != "[]" {
+		t.Fatalf("one of two rows gone: %s", got)
+	}
+	if !rel.Has("ann", "7") {
+		t.Fatal("ann left team 7 with a row left")
+	}
+	if got := tr(teamChange("update", 2, 8, "ann")); got != "[{ann 7 false} {ann 8 true}]" {
+		t.Fatalf("a row moved to another team: %s", got)
+	}
+	if got := tr(teamChange("update", 2, 8, "ann")); got != "[]" {
+		t.Fatalf("an update that moves nothing: %s", got)
+	}
+	if got := tr(teamChange("delete", 2, 8, "ann")); got != "[{ann 8 false}]" {
+		t.Fatalf("last row gone: %s", got)
+	}
+	if rel.Len() != 0 || rel.Has("ann", "8") || len(rel.Groups("ann")) != 0 {
+		t.Fatalf("index not empty: %d rows, groups %v", rel.Len(), rel.Groups("ann"))
+	}
+	// Peek leaves the index as it was.
+	c := teamChange("create", 3, 9, "bo")
+	rel.Peek(&c)
+	if rel.Has("bo", "9") || rel.Len() != 0 {
+		t.Fatal("Peek changed the index")
+	}
+}
+
+// A relation scope answers the same in SQL (lists, lookups) as in memory
+// from the index (events), over random memberships and tasks, for every
+// user, with the index loaded from the table as the server loads it.
+func TestRelation_SQLAgreesWithIndex(t *testing.T) {
+	db, teams, rel, tasks := relationStore(t)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(3, 5))
+	users := []string{"ann", "bo", "cy", "di", `quo"te`, "ünï"}
+	for range 60 {
+		if err := teams.Create(ctx, &Team{Team: int64(rng.IntN(8)), User: users[rng.IntN(len(users))]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 80 {
+		task := &Task{Public: rng.IntN(5) == 0}
+		if rng.IntN(6) > 0 {
+			team := int64(rng.IntN(10))
+			task.Team = &team
+		}
+		if err := tasks.Create(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := rel.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	all, err := tasks.List(ctx, streamapi.ListQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range append(users, "nobody") {
+		u := &streamapi.User{ID: id}
+		inSQL, err := tasks.ListFor(ctx, u, streamapi.ListQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []int64
+		for _, x := range inSQL {
+			want = append(want, x.ID)
+		}
+		var got []int64
+		for i := range all {
+			data, _ := json.Marshal(&all[i])
+			c := streamapi.Change{Model: "test.task", Action: streamapi.ChangeCreate, PK: streamapi.EncodePK(all[i].ID), Data: data}
+			if _, after := tasks.Visibility(&c)(u); after {
+				got = append(got, all[i].ID)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: in memory %v, in SQL %v", id, got, want)
+		}
+		// Lookups (retrieve) decide in SQL too.
+		for i := range all {
+			ok, err := tasks.Exists(streamapi.WithUser(ctx, u), all[i].ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != slices.Contains(want, all[i].ID) {
+				t.Fatalf("%s: Exists(%d) = %v", id, all[i].ID, ok)
+			}
+		}
+	}
+	_ = db
+}
+
+// A scope that names a field the model lacks fails New, not every request.
+func TestRelation_ScopeNamesCheckedAtNew(t *testing.T) {
+	db, _, rel, _ := relationStore(t)
+	for name, scope := range map[string]func(u *streamapi.User) resource.Q{
+		"relation": func(u *streamapi.User) resource.Q { return rel.Includes(u, "teem") },
+		"filter":   func(u *streamapi.User) resource.Q { return resource.Where("publik", true) },
+		"value":    func(u *streamapi.User) resource.Q { return resource.Where("public", "yes") },
+	} {
+		_, err := resource.New(resource.Config[Task]{Stream: "tasks2", Label: "test.task2", Store: db, Scope: scope})
+		if err == nil || !strings.Contains(err.Error(), "resource tasks2: scope") {
+			t.Errorf("%s: New answered %v", name, err)
+		}
+	}
+	tasks, err := resource.New(resource.Config[Task]{Stream: "tasks3", Label: "test.task3", Store: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resource.Membership(tasks, "team", "public"); err == nil || !strings.Contains(err.Error(), "must be a string") {
+		t.Errorf("a bool user field: %v", err)
+	}
+	if _, err := resource.Membership(tasks, "squad", "public"); err == nil || !strings.Contains(err.Error(), `no stored field "squad"`) {
+		t.Errorf("an unknown group field: %v", err)
+	}
+}

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/streamapi/streamapi"
+)
+
+// Relation scopes (docs/auth.md): the server keeps each relation's index
+// in step with its membership model's feed, and turns a user's joining or
+// leaving a group into the objects entering or leaving their view.
+
+// relDep is a stream whose scope follows a relation.
+type relDep struct {
+	stream, model string
+	res           streamapi.RelationScoper
+}
+
+// bindRelations finds the relations the resources' scopes follow.
+func (s *Server) bindRelations(resources []streamapi.Resource, models map[string]bool) error {
+	s.rels = map[string]streamapi.Relation{}
+	s.relDeps = map[string][]relDep{}
+	for _, r := range resources {
+		rs, ok := r.(streamapi.RelationScoper)
+		if !ok {
+			continue
+		}
+		for _, rel := range rs.Relations() {
+			if !models[rel.Model()] {
+				return fmt.Errorf("server: stream %s follows the relation of %s, which no served resource stores", r.Stream(), rel.Model())
+			}
+			if old := s.rels[rel.Model()]; old != nil && old != rel {
+				return fmt.Errorf("server: two relations on %s", rel.Model())
+			}
+			s.rels[rel.Model()] = rel
+			s.relDeps[rel.Model()] = append(s.relDeps[rel.Model()], relDep{stream: r.Stream(), model: r.Model(), res: rs})
+		}
+	}
+	// A relation's membership model may follow only its own relation:
+	// deliveries would otherwise wait on each other's locks.
+	for model, deps := range s.relDeps {
+		for _, d := range deps {
+			if d.model != model && s.rels[d.model] != nil {
+				return fmt.Errorf("server: stream %s is both a membership (of a relation) and follows the relation of %s", d.stream, model)
+			}
+		}
+	}
+	return nil
+}
+
+// loadRelations fills each relation's index and makes its model's feed
+// start where the index was read.
+func (s *Server) loadRelations(ctx context.Context) error {
+	names := make([]string, 0, len(s.rels))
+	for m := range s.rels {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	for _, m := range names {
+		rel := s.rels[m]
+		seq, err := rel.Load(ctx)
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		if s.feed != nil {
+			s.feed.SetStart(m, seq)
+			for _, d := range s.relDeps[m] {
+				pos := s.feed.Position(d.model)
+				if d.model == m {
+					pos = seq
+				}
+				rel.Noted("", d.model, pos)
+			}
+		}
+		s.log.InfoContext(ctx, "relation index loaded", "model", m, "seq", seq)
+	}
+	return nil
+}
+
+// deliver is the feed's (or, without a change log, the broker's) handler:
+// a membership change first updates its relation, then every change is
+// fanned out.
+func (s *Server) deliver(ctx context.Context, c streamapi.Change) {
+	if rel := s.rels[c.Model]; rel != nil {
+		s.applyRelation(ctx, rel, &c)
+	}
+	s.hub.Publish(ctx, c)
+}
+
+// applyRelation brings rel up to c. For each user who joins or leaves a
+// group and watches a stream following rel on this node, it reads the
+// group's objects of that stream in one snapshot, delivers that stream's
+// changes up to the snapshot (with the old memberships), updates the
+// index, and sends the objects entering or leaving view: each change is
+// then told to the user once, before the cut as they saw it then, after
+// it as they see it now. The membership stream's own rows come from the
+// index, as of c.
+func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *streamapi.Change) {
+	ts := rel.Peek(c)
+	if len(ts) == 0 {
+		rel.Apply(c)
+		return
+	}
+	type job struct {
+		dep relDep
+		t   streamapi.Transition
+		cs  []streamapi.Change
+	}
+	var jobs []*job
+	var cut []string
+	for _, t := range ts {
+		for _, d := range s.relDeps[rel.Model()] {
+			if s.hub.Watching(d.stream, t.User) {
+				jobs = append(jobs, &job{dep: d, t: t})
+				if d.model != rel.Model() {
+					cut = append(cut, d.model)
+				}
+			}
+		}
+	}
+	seqs := map[string]int64{}
+	read := func(ctx context.Context) (map[string]int64, error) {
+		fn := func(ctx context.Context) error {
+			for _, j := range jobs {
+				if j.dep.model == rel.Model() {
+					continue
+				}
+				seq, cs, err := j.dep.res.Group(ctx, rel, j.t.Group)
+				if err != nil {
+					return err
+				}
+				j.cs, seqs[j.dep.model] = cs, seq
+			}
+			return nil
+		}
+		// One snapshot for every read: one seq per model.
+		if rt, ok := s.cfg.ChangeLog.(streamapi.ReadTxer); ok {
+			return seqs, rt.ReadTx(ctx, fn)
+		}
+		return seqs, fn(ctx)
+	}
+	applied := false
+	apply := func(burst bool) {
+		rel.Apply(c)
+		applied = true
+		if s.feed != nil {
+			for _, t := range ts {
+				for _, d := range s.relDeps[rel.Model()] {
+					pos, ok := seqs[d.model]
+					switch {
+					case d.model == rel.Model():
+						pos = c.Seq
+					case !ok:
+						pos = s.feed.Position(d.model) // not held: no one watches it
+					}
+					rel.Noted(t.User, d.model, pos)
+				}
+			}
+		}
+		if !burst {
+			return
+		}
+		for _, j := range jobs {
+			cs := j.cs
+			if j.dep.model == rel.Model() {
+				// The other rows of the group; c's own is told live.
+				for _, r := range rel.Rows(j.t.Group, c.Seq) {
+					if string(r.PK) != string(c.PK) {
+						cs = append(cs, r)
+					}
+				}
+			}
+			if len(cs) == 0 {
+				continue
+			}
+			ts := []streamapi.Transition{j.t}
+			n := s.hub.Burst(ctx, j.dep.stream, j.t.User, cs, func(i int) streamapi.Visibility {
+				// The object as it is, before and after the transition.
+				c := cs[i]
+				c.Action, c.Before = streamapi.ChangeUpdate, c.Data
+				return j.dep.res.VisibilityAcross(&c, rel, ts)
+			})
+			s.log.DebugContext(ctx, "relation: view changed", "stream", j.dep.stream, "user", j.t.User, "group", j.t.Group, "joined", j.t.Joined, "objects", len(cs), "events", n)
+		}
+	}
+	var err error
+	if s.feed != nil && len(jobs) > 0 {
+		err = s.feed.Cut(ctx, cut, read, func() { apply(true) })
+	} else if len(jobs) > 0 {
+		if _, err = read(ctx); err == nil {
+			apply(true)
+		}
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; the users are told of none", "model", rel.Model(), "seq", c.Seq, "err", err)
+	}
+	if !applied {
+		apply(false)
+	}
+}
