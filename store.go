@@ -101,8 +101,10 @@ type Set struct {
 type ListQuery struct {
 	// Offset and Limit select the page; Limit 0 means no limit.
 	Offset, Limit int
-	// Equal keeps the objects whose columns (by SQL column name) equal the
-	// given values. A column the table does not have is an EINVALID error.
+	// Equal keeps the objects whose columns equal the given values. A
+	// Table takes SQL column names; a resource's List takes the fields'
+	// JSON names, as the wire does. A name there is not is an EINVALID
+	// error.
 	Equal map[string]any
 	// Where keeps the objects for which every condition holds.
 	Where []Cond
@@ -181,4 +183,12 @@ func EncodePK(pk any) json.RawMessage {
 		return json.RawMessage("null")
 	}
 	return b
+}
+
+// Checker is implemented by tables (and resources) that can check, at
+// start, that the database agrees with the model: server.New calls it, so
+// that a missing table or column fails start-up with its name rather than
+// a 500 on the first write.
+type Checker interface {
+	Check(ctx context.Context) error
 }

@@ -461,7 +461,7 @@ func checkContiguous(t *testing.T, e *boardsEnv, cols []int64, total int) {
 	t.Helper()
 	n := 0
 	for _, col := range cols {
-		cards, err := e.app.Cards.List(tctx(t), streamapi.ListQuery{Equal: map[string]any{"column_id": col}, Order: []streamapi.Order{{Column: "position"}}})
+		cards, err := e.app.Cards.List(tctx(t), streamapi.ListQuery{Equal: map[string]any{"column": col}, Order: []streamapi.Order{{Column: "position"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -621,5 +621,48 @@ func TestBoards_ResumeAcrossMembership(t *testing.T) {
 	// alice's memberships did not change: she resumes.
 	if _, err := e.dial(t, "alice").SubscribeSince(tctx(t), "cards", "create", nil, since); err != nil {
 		t.Fatalf("alice's resume: %v", err)
+	}
+}
+
+// The structs and their tables are checked at start: a table or column
+// the database lacks fails server.New with its name and the field it
+// serves, rather than a 500 on the first write.
+func TestBoards_SchemaCheckedAtStart(t *testing.T) {
+	ctx := context.Background()
+	open := func() *sqlstore.DB {
+		db, err := sqlstore.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "s.db"), sqlstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	start := func(db *sqlstore.DB) error {
+		app, err := boards.New(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		broker := memory.New()
+		defer broker.Close()
+		srv, err := server.New(ctx, server.Config{Resources: app.Resources(), Broker: broker, ChangeLog: db})
+		if err == nil {
+			_ = srv.Shutdown(ctx)
+		}
+		return err
+	}
+	err := start(open())
+	if err == nil || !strings.Contains(err.Error(), "table board_board (model board.board, struct boards.Board) does not exist") {
+		t.Fatalf("no migration: %v", err)
+	}
+	db := open()
+	if err := db.Migrate(ctx, boards.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Bun().ExecContext(ctx, "ALTER TABLE board_card DROP COLUMN assignee"); err != nil {
+		t.Fatal(err)
+	}
+	err = start(db)
+	if err == nil || !strings.Contains(err.Error(), "resource cards: sqlstore: table board_card (model board.card) has no column assignee (field Card.Assignee)") {
+		t.Fatalf("a dropped column: %v", err)
 	}
 }

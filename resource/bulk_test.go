@@ -81,7 +81,7 @@ func TestUpdateWhere_MoveToTop(t *testing.T) {
 	if n := len(rec.Changes()) - from; n != 500 {
 		t.Fatalf("%d update events, want 500", n)
 	}
-	all, err := cards.List(ctx, streamapi.ListQuery{Equal: map[string]any{"col": int64(1)}, Order: []streamapi.Order{{Column: "position"}}})
+	all, err := cards.List(ctx, streamapi.ListQuery{Equal: map[string]any{"column": int64(1)}, Order: []streamapi.Order{{Column: "position"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

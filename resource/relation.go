@@ -105,7 +105,7 @@ func Membership[M any](r *Resource[M], group, user string) (*Relation, error) {
 			return key(obj)
 		},
 		all: func(ctx context.Context) (map[string]json.RawMessage, error) {
-			objs, err := r.List(ctx, streamapi.ListQuery{})
+			objs, err := r.listColumns(ctx, streamapi.ListQuery{})
 			if err != nil {
 				return nil, err
 			}

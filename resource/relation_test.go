@@ -205,3 +205,37 @@ func TestRelation_ScopeNamesCheckedAtNew(t *testing.T) {
 		t.Errorf("an unknown group field: %v", err)
 	}
 }
+
+// One name space: a resource's List takes JSON names in Equal, Where and
+// Order, as filters, scopes and the wire do; a column name is refused,
+// naming it.
+func TestList_TakesJSONNames(t *testing.T) {
+	_, teams, _, _ := relationStore(t)
+	ctx := context.Background()
+	for i, u := range []string{"ann", "bo", "ann"} {
+		if err := teams.Create(ctx, &Team{Team: int64(10 - i), User: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := teams.List(ctx, streamapi.ListQuery{
+		Equal: map[string]any{"user": "ann"},
+		Where: []streamapi.Cond{{Column: "team", Lookup: streamapi.LookupGTE, Value: int64(8)}},
+		Order: []streamapi.Order{{Column: "team"}},
+	})
+	if err != nil || len(got) != 2 || got[0].Team != 8 || got[1].Team != 10 {
+		t.Fatalf("by JSON names: %+v, %v", got, err)
+	}
+	if got, err := teams.List(ctx, streamapi.ListQuery{Order: []streamapi.Order{{Column: "pk", Desc: true}}}); err != nil || len(got) != 3 || got[0].ID != 3 {
+		t.Fatalf("by pk, descending: %+v, %v", got, err)
+	}
+	for _, q := range []streamapi.ListQuery{
+		{Equal: map[string]any{"user_id": "ann"}},
+		{Where: []streamapi.Cond{{Any: []streamapi.Cond{{Column: "user_id", Lookup: streamapi.LookupExact, Value: "ann"}}}}},
+		{Order: []streamapi.Order{{Column: "user_id"}}},
+	} {
+		_, err := teams.List(ctx, q)
+		if streamapi.ErrorCode(err) != streamapi.EINVALID || !strings.Contains(err.Error(), `names "user_id", which is not a stored field`) {
+			t.Errorf("column name in %+v: %v", q, err)
+		}
+	}
+}

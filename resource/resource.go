@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,6 +575,18 @@ func (r *Resource[T]) objectAllowed(ctx context.Context, u *streamapi.User, acti
 	return nil
 }
 
+// Check implements streamapi.Checker: the store checks that the model's
+// table exists with a column for every field (a store that cannot check
+// passes).
+func (r *Resource[T]) Check(ctx context.Context) error {
+	if c, ok := r.table.(streamapi.Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return fmt.Errorf("resource %s: %w", r.cfg.Stream, err)
+		}
+	}
+	return nil
+}
+
 // Get loads the object with key pk; ENOTFOUND when there is none.
 func (r *Resource[T]) Get(ctx context.Context, pk any) (*T, error) {
 	obj := new(T)
@@ -583,11 +596,90 @@ func (r *Resource[T]) Get(ctx context.Context, pk any) (*T, error) {
 	return obj, nil
 }
 
-// List loads one page of objects in primary key order.
+// List loads one page of objects, in q's Order and then primary key order.
+// q names fields as the wire does, by their JSON names ("question", not
+// the column "question_id"; "pk" is the primary key), in Equal, Where
+// and Order: a name the resource does not have is an EINVALID error
+// naming it.
 func (r *Resource[T]) List(ctx context.Context, q streamapi.ListQuery) ([]T, error) {
+	q, err := r.byNames(q)
+	if err != nil {
+		return nil, err
+	}
+	return r.listColumns(ctx, q)
+}
+
+// listColumns is List with q in SQL columns.
+func (r *Resource[T]) listColumns(ctx context.Context, q streamapi.ListQuery) ([]T, error) {
 	objs := make([]T, 0, q.Limit)
 	err := r.table.List(ctx, &objs, q)
 	return objs, err
+}
+
+// byNames returns q with its JSON names turned into SQL columns.
+func (r *Resource[T]) byNames(q streamapi.ListQuery) (streamapi.ListQuery, error) {
+	col := func(name string) (string, error) {
+		if f := r.qfields[name]; f != nil {
+			return f.column, nil
+		}
+		if name == "pk" {
+			return r.pkField.column, nil
+		}
+		names := make([]string, 0, len(r.qfields))
+		for n := range r.qfields {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return "", streamapi.Errorf(streamapi.EINVALID, "resource %s: the query names %q, which is not a stored field (fields go by their JSON names: %s)", r.cfg.Stream, name, strings.Join(names, ", "))
+	}
+	out := q
+	if len(q.Equal) > 0 {
+		out.Equal = make(map[string]any, len(q.Equal))
+		for name, v := range q.Equal {
+			c, err := col(name)
+			if err != nil {
+				return q, err
+			}
+			out.Equal[c] = v
+		}
+	}
+	var conds func(cs []streamapi.Cond) ([]streamapi.Cond, error)
+	conds = func(cs []streamapi.Cond) ([]streamapi.Cond, error) {
+		if cs == nil {
+			return nil, nil
+		}
+		res := make([]streamapi.Cond, len(cs))
+		for i, c := range cs {
+			var err error
+			if c.All, err = conds(c.All); err != nil {
+				return nil, err
+			}
+			if c.Any, err = conds(c.Any); err != nil {
+				return nil, err
+			}
+			if c.Column != "" {
+				if c.Column, err = col(c.Column); err != nil {
+					return nil, err
+				}
+			}
+			res[i] = c
+		}
+		return res, nil
+	}
+	var err error
+	if out.Where, err = conds(q.Where); err != nil {
+		return q, err
+	}
+	if len(q.Order) > 0 {
+		out.Order = make([]streamapi.Order, len(q.Order))
+		for i, o := range q.Order {
+			if o.Column, err = col(o.Column); err != nil {
+				return q, err
+			}
+			out.Order[i] = o
+		}
+	}
+	return out, nil
 }
 
 // Create stores obj as a create over the socket would, in one write

@@ -348,8 +348,12 @@ func (r *Resource[T]) ListFor(ctx context.Context, u *streamapi.User, q streamap
 	if err != nil {
 		return nil, err
 	}
-	q.Where = append(append([]streamapi.Cond(nil), q.Where...), conds...)
-	return r.List(ctx, q)
+	q, err = r.byNames(q)
+	if err != nil {
+		return nil, err
+	}
+	q.Where = append(q.Where, conds...)
+	return r.listColumns(ctx, q)
 }
 
 // Scoped implements streamapi.Scoper.
@@ -470,7 +474,7 @@ func (r *Resource[T]) Group(ctx context.Context, rel streamapi.Relation, group s
 	}
 	var objs []T
 	seq, err := snapshot(ctx, r.cfg.Store, r.cfg.Label, func(ctx context.Context) (err error) {
-		objs, err = r.List(ctx, streamapi.ListQuery{Where: []streamapi.Cond{{Any: any}}})
+		objs, err = r.listColumns(ctx, streamapi.ListQuery{Where: []streamapi.Cond{{Any: any}}})
 		return err
 	})
 	if err != nil {

@@ -212,6 +212,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)
+	// The structs and their tables agree, or start-up fails naming the
+	// table, column and field.
+	var bad []string
+	for _, r := range cfg.Resources {
+		if c, ok := r.(streamapi.Checker); ok {
+			if err := c.Check(ctx); err != nil {
+				bad = append(bad, err.Error())
+			}
+		}
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("server: %s", strings.Join(bad, "; "))
+	}
 	if err := s.bindRelations(cfg.Resources, models); err != nil {
 		return nil, err
 	}

@@ -329,7 +329,7 @@ func (a *App) deleteBoardRows(ctx context.Context, b *Board) error {
 
 // deleteAll deletes, one by one through r, the objects of board.
 func deleteAll[T any](ctx context.Context, r *resource.Resource[T], board int64, id func(*T) int64) error {
-	objs, err := r.List(ctx, streamapi.ListQuery{Equal: map[string]any{"board_id": board}})
+	objs, err := r.List(ctx, streamapi.ListQuery{Equal: map[string]any{"board": board}})
 	if err != nil {
 		return err
 	}

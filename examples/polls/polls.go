@@ -248,7 +248,7 @@ func (a *App) followQuestion(ctx context.Context, q *Question, action string) er
 	if action == streamapi.ActionCreate {
 		return nil // a new question has no choices yet
 	}
-	choices, err := a.Choices.List(ctx, streamapi.ListQuery{Equal: map[string]any{"question_id": q.ID}})
+	choices, err := a.Choices.List(ctx, streamapi.ListQuery{Equal: map[string]any{"question": q.ID}})
 	if err != nil {
 		return err
 	}
@@ -278,7 +278,7 @@ func (a *App) vote(ctx context.Context, _ *streamapi.Request, c *Choice) (any, i
 func (a *App) deleteChoices(ctx context.Context, questionID int64) error {
 	// A question has few choices: delete them one by one through the
 	// resource, so each gets its delete event.
-	choices, err := a.Choices.List(ctx, streamapi.ListQuery{Equal: map[string]any{"question_id": questionID}})
+	choices, err := a.Choices.List(ctx, streamapi.ListQuery{Equal: map[string]any{"question": questionID}})
 	if err != nil {
 		return err
 	}

@@ -52,3 +52,24 @@ func ExampleTx() {
 	// tasks before commit: 3
 	// committed: true outside a transaction: true
 }
+
+// CreateTable writes a model's CREATE TABLE for each dialect, to keep as a
+// migration (NAME.up.sql, one folder per dialect) for DB.Migrate.
+func ExampleCreateTable() {
+	type Card struct {
+		bun.BaseModel `bun:"table:board_card"`
+		ID            int64   `bun:"id,pk,autoincrement"`
+		Title         string  `bun:"title,notnull"`
+		Assignee      *string `bun:"assignee"`
+	}
+	for _, dialect := range []string{"sqlite", "postgres"} {
+		up, err := sqlstore.CreateTable(dialect, (*Card)(nil))
+		if err != nil {
+			panic(err)
+		}
+		fmt.Print(up)
+	}
+	// Output:
+	// CREATE TABLE "board_card" ("id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, "title" VARCHAR NOT NULL, "assignee" VARCHAR);
+	// CREATE TABLE "board_card" ("id" BIGSERIAL NOT NULL, "title" VARCHAR NOT NULL, "assignee" VARCHAR, PRIMARY KEY ("id"));
+}
