@@ -128,6 +128,13 @@ var (
 	// ErrTimeout answers a request stopped at its deadline: its
 	// statements were cancelled, and a write rolled back.
 	ErrTimeout = &Error{Code: ETIMEOUT, Message: "The request took too long and was stopped."}
+	// ErrRetry, returned (or wrapped) by code running inside Store.Tx,
+	// rolls the transaction back and runs it again, as a conflict the
+	// store detects does, a bounded number of times: for code that finds,
+	// once it holds its locks, that what it read before them has changed
+	// (a card moved to another column). Past the bound the write answers
+	// 409, as for any contention.
+	ErrRetry = &Error{Code: ECONFLICT, Message: "The write conflicts with concurrent writes; try again."}
 )
 
 // Timeout returns ErrTimeout when err is a bare context deadline (a

@@ -405,9 +405,47 @@ func TestBoards_ConcurrentMoves(t *testing.T) {
 		do(t, owner, "cards", client.Payload{Action: "move", PK: cards[1], Data: map[string]any{"column": 999999, "position": 0}}).want(t, 400, `[{"column":["Invalid pk \"999999\" - object does not exist."]}]`)
 		do(t, owner, "cards", client.Payload{Action: "move", PK: cards[1], Data: map[string]any{"column": cols[0], "position": -1}}).want(t, 400, `[{"position":["Ensure this value is greater than or equal to 0."]}]`)
 
+		// Four connections move cards at random; two more create and
+		// delete cards in the same columns meanwhile.
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
-		for w := range 6 {
+		var churn sync.Mutex
+		total := len(cards)
+		for w := range 2 {
+			c := e.dial(t, "bob")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 11))
+				var mine []int64
+				for i := range 10 {
+					if i%3 == 2 && len(mine) > 0 {
+						rep, err := c.Request(longCtx(t), "cards", client.Payload{Action: "delete", PK: mine[0]})
+						if err != nil || rep.Status != 200 {
+							errs <- fmt.Errorf("delete %d: %v %v", mine[0], err, rep)
+							return
+						}
+						mine = mine[1:]
+						churn.Lock()
+						total--
+						churn.Unlock()
+						continue
+					}
+					rep, err := c.Request(longCtx(t), "cards", client.Payload{Action: "create", Data: map[string]any{"column": cols[rng.IntN(2)], "title": "churn", "position": rng.IntN(14)}})
+					if err != nil || rep.Status != 201 {
+						errs <- fmt.Errorf("create: %v %v", err, rep)
+						return
+					}
+					var made struct{ ID int64 }
+					_ = json.Unmarshal(rep.Data, &made)
+					mine = append(mine, made.ID)
+					churn.Lock()
+					total++
+					churn.Unlock()
+				}
+			}()
+		}
+		for w := range 4 {
 			user := "alice"
 			if w%2 == 1 {
 				user = "bob"
@@ -432,12 +470,14 @@ func TestBoards_ConcurrentMoves(t *testing.T) {
 				}
 			}()
 		}
+		start := time.Now()
 		wg.Wait()
 		close(errs)
 		for err := range errs {
 			t.Error(err)
 		}
-		checkContiguous(t, e, cols, len(cards))
+		checkContiguous(t, e, cols, total)
+		t.Logf("80 moves, 20 creates and deletes over 6 connections in %v; positions contiguous, %d cards", time.Since(start).Round(time.Millisecond), total)
 	})
 }
 
@@ -585,6 +625,9 @@ func TestBoards_TwoNodes(t *testing.T) {
 // say so, and the server answers 410.
 func TestBoards_ResumeAcrossMembership(t *testing.T) {
 	e := boardsSQLite(t, nil)
+	// Within the grace after a user's own join or leave, any resume of
+	// theirs is refused; here the seqs decide.
+	e.app.Membership.SetResumeGrace(0)
 	alice := e.dial(t, "alice")
 	board := create(t, alice, "boards", map[string]any{"name": "R"})
 	col := create(t, alice, "columns", map[string]any{"board": board, "name": "A"})
@@ -621,6 +664,31 @@ func TestBoards_ResumeAcrossMembership(t *testing.T) {
 	// alice's memberships did not change: she resumes.
 	if _, err := e.dial(t, "alice").SubscribeSince(tctx(t), "cards", "create", nil, since); err != nil {
 		t.Fatalf("alice's resume: %v", err)
+	}
+	// A resume from exactly the seq at which bob's view changed is refused
+	// too: nothing changed in the cards since, but he left a board.
+	sub2 := mustSubscribe(t, e.dial(t, "bob"), "cards", "create", nil)
+	at := sub2.Seq
+	var row struct{ ID int64 }
+	rows, err := e.app.Members.List(tctx(t), streamapi.ListQuery{Equal: map[string]any{"board": other, "user": "bob"}})
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("bob's row: %v %v", rows, err)
+	}
+	row.ID = rows[0].ID
+	do(t, carol, "members", client.Payload{Action: "delete", PK: row.ID}).want(t, 200, "[]")
+	eventually(t, "bob's leaving indexed", func() bool { return !e.app.Membership.Has("bob", fmt.Sprint(other)) })
+	if _, err := e.dial(t, "bob").SubscribeSince(tctx(t), "cards", "create", nil, at); !errors.As(err, &se) || se.Status != 410 {
+		t.Fatalf("resume from the seq of the cut: %v, want 410", err)
+	}
+	// Within the grace, even a since after the cut is refused.
+	e.app.Membership.SetResumeGrace(time.Hour)
+	create(t, alice, "cards", map[string]any{"column": col, "title": "three"})
+	sub3 := mustSubscribe(t, e.dial(t, "bob"), "cards", "create", nil)
+	if _, err := e.dial(t, "bob").SubscribeSince(tctx(t), "cards", "create", nil, sub3.Seq); !errors.As(err, &se) || se.Status != 410 {
+		t.Fatalf("resume within the grace: %v, want 410", err)
+	}
+	if _, err := e.dial(t, "dan").SubscribeSince(tctx(t), "cards", "create", nil, sub3.Seq); err != nil {
+		t.Fatalf("dan, whose memberships never changed, within bob's grace: %v", err)
 	}
 }
 

@@ -87,6 +87,14 @@ type Config[T any] struct {
 	// the place to delete dependent objects through their own resources,
 	// so their subscribers hear about it too.
 	BeforeDelete func(ctx context.Context, obj *T) error
+	// LockFirst, when set, runs in the write transaction before the row of
+	// the object pk is locked, on every path that locks it (update, patch,
+	// delete, Delete, and detail actions not Unlocked): to lock first what
+	// writers lock before such objects (a card's column, before the card),
+	// so that two writers never wait for each other in a cycle. A row it
+	// reads without a lock may change before it is locked: read what it
+	// locks again under the lock.
+	LockFirst func(ctx context.Context, pk any) error
 
 	// DetailActions are custom actions on one object.
 	DetailActions []DetailAction[T]
@@ -113,9 +121,10 @@ type DetailAction[T any] struct {
 	// write fails.
 	Safe bool
 	// Unlocked makes the action read its object, in the write transaction,
-	// without the row lock it otherwise takes first: for an action that
-	// locks what it changes in an order of its own (a card's columns, then
-	// the card), so that it cannot deadlock with writers taking that order.
+	// without the row lock (and LockFirst) it otherwise takes first: for an
+	// action that locks what it changes in an order of its own (a card's
+	// two columns, then the card), the order the resource's other writers
+	// take too (see LockFirst).
 	Unlocked bool
 }
 

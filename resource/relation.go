@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/streamapi/streamapi"
 )
@@ -41,6 +42,8 @@ type Relation struct {
 	byGroup map[string]map[string]struct{} // group → membership pks
 	last    applied                        // the change Apply took last
 	noted   map[string]map[string]int64    // user ("" for the start) → model → seq
+	notedAt map[string]time.Time           // user → when their last transition was noted
+	grace   time.Duration                  // SetResumeGrace
 }
 
 type memberRow struct {
@@ -124,6 +127,8 @@ func Membership[M any](r *Resource[M], group, user string) (*Relation, error) {
 		byUser:  map[string]map[string]int32{},
 		byGroup: map[string]map[string]struct{}{},
 		noted:   map[string]map[string]int64{},
+		notedAt: map[string]time.Time{},
+		grace:   DefaultResumeGrace,
 	}
 	return rel, nil
 }
@@ -279,8 +284,8 @@ func (rel *Relation) Apply(c *streamapi.Change) []streamapi.Transition {
 	return ts
 }
 
-// Peek implements streamapi.Relation: Apply on a copy of what c touches,
-// undone.
+// Peek implements streamapi.Relation: Apply, then undone, under the
+// index's write lock (readers wait the while).
 func (rel *Relation) Peek(c *streamapi.Change) []streamapi.Transition {
 	rel.mu.Lock()
 	defer rel.mu.Unlock()
@@ -333,6 +338,22 @@ func (rel *Relation) Rows(group string, seq int64) []streamapi.Change {
 	return out
 }
 
+// DefaultResumeGrace is a Relation's resume grace unless SetResumeGrace
+// changes it.
+const DefaultResumeGrace = 30 * time.Second
+
+// SetResumeGrace sets how long after a user's join or leave, as this node
+// handled it, a resume of theirs on a stream following the relation is
+// answered 410 whatever its since (default DefaultResumeGrace): another
+// node, whose delivery of the membership model lags behind its delivery
+// of the others, may have given the client a seq past this node's cut
+// while still showing the old view. Call it before serving.
+func (rel *Relation) SetResumeGrace(d time.Duration) {
+	rel.mu.Lock()
+	defer rel.mu.Unlock()
+	rel.grace = d
+}
+
 // Noted implements streamapi.Relation.
 func (rel *Relation) Noted(user, model string, seq int64) {
 	rel.mu.Lock()
@@ -343,17 +364,26 @@ func (rel *Relation) Noted(user, model string, seq int64) {
 		rel.noted[user] = m
 	}
 	m[model] = max(m[model], seq)
+	if user != "" {
+		rel.notedAt[user] = time.Now()
+	}
 }
 
-// ChangedAfter implements streamapi.Relation.
+// ChangedAfter implements streamapi.Relation. The seq noted for a
+// transition is where the cut delivered the model to: a client at that
+// seq or before it saw the old view (or has not seen the burst), so the
+// comparison includes it.
 func (rel *Relation) ChangedAfter(user, model string, since int64) bool {
 	rel.mu.RLock()
 	defer rel.mu.RUnlock()
 	if start, ok := rel.noted[""][model]; !ok || since < start {
 		return true // before the index started: unknown
 	}
+	if at, ok := rel.notedAt[user]; ok && time.Since(at) < rel.grace {
+		return true
+	}
 	seq, ok := rel.noted[user][model]
-	return ok && seq > since
+	return ok && seq >= since
 }
 
 // before returns the transitions of the membership change numbered seq

@@ -716,6 +716,9 @@ func (r *Resource[T]) writeTx(ctx context.Context, obj *T, action string) error 
 // transaction; subscribers get a delete event carrying the object as it was.
 func (r *Resource[T]) Delete(ctx context.Context, pk any) error {
 	return r.cfg.Store.Tx(ctx, func(ctx context.Context) error {
+		if err := r.lockFirst(ctx, pk); err != nil {
+			return err
+		}
 		obj := new(T)
 		if err := r.table.Lock(ctx, obj, pk); err != nil {
 			return err

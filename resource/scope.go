@@ -219,11 +219,25 @@ func (r *Resource[T]) probeScope() (map[*Relation][]string, error) {
 		return err
 	}
 	for _, u := range probeUsers {
-		if err := walk(r.cfg.Scope(u)); err != nil {
+		q, ok := probe(r.cfg.Scope, u)
+		if !ok {
+			continue // a scope that needs a real user (it reads claims)
+		}
+		if err := walk(q); err != nil {
 			return nil, err
 		}
 	}
 	return rels, nil
+}
+
+// probe calls scope for u, reporting false if it panics.
+func probe(scope func(*streamapi.User) Q, u *streamapi.User) (q Q, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return scope(u), true
 }
 
 func slicesContains(xs []string, x string) bool {
@@ -323,11 +337,23 @@ func (r *Resource[T]) getVisible(ctx context.Context, u *streamapi.User, pk any)
 // write's transaction its row is locked until commit (Table.Lock), so
 // that concurrent writers of it wait for each other.
 func (r *Resource[T]) lockVisible(ctx context.Context, u *streamapi.User, pk any) (*T, error) {
+	if err := r.lockFirst(ctx, pk); err != nil {
+		return nil, err
+	}
 	obj := new(T)
 	if err := r.table.Lock(ctx, obj, pk); err != nil {
 		return nil, err
 	}
 	return r.visibleOr404(ctx, u, obj)
+}
+
+// lockFirst runs LockFirst, when set, for the object pk about to be
+// locked.
+func (r *Resource[T]) lockFirst(ctx context.Context, pk any) error {
+	if r.cfg.LockFirst == nil {
+		return nil
+	}
+	return r.cfg.LockFirst(ctx, pk)
 }
 
 func (r *Resource[T]) visibleOr404(ctx context.Context, u *streamapi.User, obj *T) (*T, error) {

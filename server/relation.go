@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/conn"
 )
 
 // Relation scopes (docs/auth.md): the server keeps each relation's index
@@ -22,6 +24,7 @@ type relDep struct {
 func (s *Server) bindRelations(resources []streamapi.Resource, models map[string]bool) error {
 	s.rels = map[string]streamapi.Relation{}
 	s.relDeps = map[string][]relDep{}
+	s.relSeq = map[string]*relPos{}
 	for _, r := range resources {
 		rs, ok := r.(streamapi.RelationScoper)
 		if !ok {
@@ -64,6 +67,7 @@ func (s *Server) loadRelations(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
+		s.relSeq[m] = &relPos{last: seq}
 		if s.feed != nil {
 			s.feed.SetStart(m, seq)
 			for _, d := range s.relDeps[m] {
@@ -84,19 +88,53 @@ func (s *Server) loadRelations(ctx context.Context) error {
 // fanned out.
 func (s *Server) deliver(ctx context.Context, c streamapi.Change) {
 	if rel := s.rels[c.Model]; rel != nil {
+		if st := s.relSeq[c.Model]; st != nil && c.Seq > 0 {
+			if st.last > 0 && c.Seq > st.last+1 {
+				s.reloadRelation(ctx, rel, st.last, c.Seq)
+			}
+			st.last = c.Seq
+		}
 		s.applyRelation(ctx, rel, &c)
 	}
 	s.hub.Publish(ctx, c)
 }
 
-// applyRelation brings rel up to c. For each user who joins or leaves a
-// group and watches a stream following rel on this node, it reads the
-// group's objects of that stream in one snapshot, delivers that stream's
-// changes up to the snapshot (with the old memberships), updates the
-// index, and sends the objects entering or leaving view: each change is
-// then told to the user once, before the cut as they saw it then, after
-// it as they see it now. The membership stream's own rows come from the
-// index, as of c.
+// relPos is where a relation's index stands in its model's seqs; only
+// that model's delivery touches it.
+type relPos struct{ last int64 }
+
+// reloadRelation reads rel's index again after its model's changes from
+// after to before were trimmed from the log before this node delivered
+// them: the index would otherwise miss them for good. Resumes from before
+// now answer 410, as after a restart.
+func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, after, before int64) {
+	s.log.ErrorContext(ctx, "relation: membership changes trimmed from the log before this node delivered them; reloading the index", "model", rel.Model(), "from", after+1, "to", before-1)
+	if _, err := rel.Load(context.WithoutCancel(ctx)); err != nil {
+		s.log.ErrorContext(ctx, "relation: reload the index", "model", rel.Model(), "err", err)
+		return
+	}
+	for _, d := range s.relDeps[rel.Model()] {
+		pos := before
+		if d.model != rel.Model() && s.cfg.ChangeLog != nil {
+			if _, last, err := s.cfg.ChangeLog.Bounds(ctx, d.model); err == nil {
+				pos = last
+			}
+		}
+		rel.Noted("", d.model, pos+1)
+	}
+}
+
+// applyRelation brings rel up to c. A change that makes a user join or
+// leave a group holds the delivery of every stream following rel on this
+// node (a cut). Under it, it finds which of those streams the user
+// watches here, reads their objects of the group and every following
+// model's last seq in one snapshot, delivers those models' changes up to
+// the snapshot (with the old memberships), updates the index and sends the
+// objects entering or leaving view. Each change is then told to the user
+// once, before the cut as they saw it then, after it as they see it now.
+// A subscription being registered is wholly before the cut (and watched)
+// or after it (and under the new memberships). The membership stream's own
+// rows come from the index, as of c.
 func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *streamapi.Change) {
 	ts := rel.Peek(c)
 	if len(ts) == 0 {
@@ -108,30 +146,43 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		t   streamapi.Transition
 		cs  []streamapi.Change
 	}
-	var jobs []*job
+	deps := s.relDeps[rel.Model()]
 	var cut []string
-	for _, t := range ts {
-		for _, d := range s.relDeps[rel.Model()] {
-			if s.hub.Watching(d.stream, t.User) {
-				jobs = append(jobs, &job{dep: d, t: t})
-				if d.model != rel.Model() {
-					cut = append(cut, d.model)
+	for _, d := range deps {
+		if d.model != rel.Model() && !slices.Contains(cut, d.model) {
+			cut = append(cut, d.model)
+		}
+	}
+	var jobs []*job
+	seqs := map[string]int64{}
+	read := func(ctx context.Context) (map[string]int64, error) {
+		jobs = jobs[:0]
+		for _, t := range ts {
+			for _, d := range deps {
+				if s.hub.Watching(d.stream, t.User) {
+					jobs = append(jobs, &job{dep: d, t: t})
 				}
 			}
 		}
-	}
-	seqs := map[string]int64{}
-	read := func(ctx context.Context) (map[string]int64, error) {
 		fn := func(ctx context.Context) error {
+			if s.cfg.ChangeLog != nil {
+				for _, m := range cut {
+					_, last, err := s.cfg.ChangeLog.Bounds(ctx, m)
+					if err != nil {
+						return err
+					}
+					seqs[m] = last
+				}
+			}
 			for _, j := range jobs {
 				if j.dep.model == rel.Model() {
 					continue
 				}
-				seq, cs, err := j.dep.res.Group(ctx, rel, j.t.Group)
+				_, cs, err := j.dep.res.Group(ctx, rel, j.t.Group)
 				if err != nil {
 					return err
 				}
-				j.cs, seqs[j.dep.model] = cs, seq
+				j.cs = cs
 			}
 			return nil
 		}
@@ -142,19 +193,16 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		return seqs, fn(ctx)
 	}
 	applied := false
-	apply := func(burst bool) {
+	apply := func(delivered map[string]int64, burst bool) {
 		rel.Apply(c)
 		applied = true
-		if s.feed != nil {
-			for _, t := range ts {
-				for _, d := range s.relDeps[rel.Model()] {
-					pos, ok := seqs[d.model]
-					switch {
-					case d.model == rel.Model():
-						pos = c.Seq
-					case !ok:
-						pos = s.feed.Position(d.model) // not held: no one watches it
-					}
+		for _, t := range ts {
+			for _, d := range deps {
+				pos, ok := delivered[d.model]
+				if d.model == rel.Model() {
+					pos, ok = c.Seq, true
+				}
+				if ok {
 					rel.Noted(t.User, d.model, pos)
 				}
 			}
@@ -186,17 +234,21 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		}
 	}
 	var err error
-	if s.feed != nil && len(jobs) > 0 {
-		err = s.feed.Cut(ctx, cut, read, func() { apply(true) })
-	} else if len(jobs) > 0 {
-		if _, err = read(ctx); err == nil {
-			apply(true)
-		}
+	if s.feed != nil {
+		err = s.feed.Cut(ctx, cut, read, func(delivered map[string]int64) { apply(delivered, true) })
+	} else if _, err = read(context.WithoutCancel(ctx)); err == nil {
+		apply(seqs, true)
 	}
-	if err != nil {
-		s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; the users are told of none", "model", rel.Model(), "seq", c.Seq, "err", err)
+	if err == nil {
+		return
 	}
+	// The users cannot be told what entered or left their view: their
+	// connections here are closed, and a resume from before answers 410.
+	s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; closing the users' connections on this node", "model", rel.Model(), "seq", c.Seq, "err", err)
 	if !applied {
-		apply(false)
+		apply(seqs, false)
+	}
+	for _, t := range ts {
+		s.hub.CloseUser(t.User, conn.CloseInternalError, "membership changed: resubscribe")
 	}
 }

@@ -171,6 +171,7 @@ type Server struct {
 	streams  []string
 	rels     map[string]streamapi.Relation // membership model → its relation
 	relDeps  map[string][]relDep           // membership model → the streams whose scopes follow it
+	relSeq   map[string]*relPos            // membership model → the seq its index stands at
 	cancels  []func()
 	draining atomic.Bool
 }

@@ -22,8 +22,11 @@
 // (data {"column": ID, "position": N}) moves a card within or across
 // columns, shifting the others in both. Every card whose position changed
 // sends an update. Column and position change only through move (they are
-// write-once). Writes to a column's cards lock the column first, so that
-// concurrent moves serialize per column.
+// write-once). Writers lock in one order, board, then columns (by id),
+// then cards, so that none waits for another in a cycle: a card's create
+// locks its board and column, its update, delete and move its column(s)
+// first (LockFirst, and move's own locks), a board's deletion the board.
+// Concurrent moves therefore serialize per column.
 package boards
 
 import (
@@ -34,7 +37,9 @@ import (
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/resource"
+	"github.com/streamapi/streamapi/store/sqlstore"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 )
 
 // Migrations holds the app's schema, one folder per SQL dialect.
@@ -223,9 +228,27 @@ func New(store streamapi.Store) (*App, error) {
 		Validate:     a.validateCard,
 		BeforeWrite:  a.placeCard,
 		BeforeDelete: a.closeGap,
-		Filters:      map[string][]string{"board": {"exact", "in"}, "column": {"exact", "in"}, "assignee": {"exact", "isnull"}},
-		Ordering:     []string{"id", "position"},
-		Search:       []string{"title"},
+		// Column, then card: the order of move and create.
+		LockFirst: func(ctx context.Context, pk any) error {
+			c, err := a.Cards.Get(ctx, pk)
+			if err != nil {
+				return err
+			}
+			col := c.ColumnID
+			if _, err := a.lockColumns(ctx, col); err != nil {
+				return err
+			}
+			if err := a.Cards.Table().Lock(ctx, c, pk); err != nil {
+				return err
+			}
+			if c.ColumnID != col {
+				return streamapi.ErrRetry // moved between the read and the lock
+			}
+			return nil
+		},
+		Filters:  map[string][]string{"board": {"exact", "in"}, "column": {"exact", "in"}, "assignee": {"exact", "isnull"}},
+		Ordering: []string{"id", "position"},
+		Search:   []string{"title"},
 		DetailActions: []resource.DetailAction[Card]{{
 			Name:     "move",
 			Func:     a.move,
@@ -317,6 +340,15 @@ func (a *App) beforeDeleteMember(ctx context.Context, m *Member) error {
 // their resources, in the board's transaction, so that every delete is an
 // event.
 func (a *App) deleteBoardRows(ctx context.Context, b *Board) error {
+	// On PostgreSQL the framework's row lock (FOR NO KEY UPDATE) lets a
+	// concurrent insert of a card or column check its foreign key against
+	// the board; FOR UPDATE makes it wait for the deletion instead, and
+	// placeCard locks the board before the column, in this order.
+	if tx := sqlstore.Tx(ctx); tx != nil && tx.Dialect().Name() == dialect.PG {
+		if _, err := tx.NewSelect().Table("board_board").Column("id").Where("id = ?", b.ID).For("UPDATE").Exec(ctx); err != nil {
+			return err
+		}
+	}
 	ctx = context.WithValue(ctx, boardDeletion{}, true)
 	if err := deleteAll(ctx, a.Cards, b.ID, func(c *Card) int64 { return c.ID }); err != nil {
 		return err
@@ -384,8 +416,21 @@ func (a *App) placeCard(ctx context.Context, c *Card, action string) error {
 	if action != streamapi.ActionCreate {
 		return nil
 	}
-	cols, err := a.lockColumns(ctx, c.ColumnID)
+	col, err := a.Columns.Get(ctx, c.ColumnID)
 	if err != nil {
+		return err
+	}
+	// Board, then column: a board being deleted holds its row, so the
+	// card waits, then finds the column gone.
+	if err := a.Boards.Table().Lock(ctx, new(Board), col.BoardID); streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
+		return invalidPK("column", c.ColumnID)
+	} else if err != nil {
+		return err
+	}
+	cols, err := a.lockColumns(ctx, c.ColumnID)
+	if streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
+		return invalidPK("column", c.ColumnID)
+	} else if err != nil {
 		return err
 	}
 	c.BoardID = cols[c.ColumnID].BoardID
@@ -435,12 +480,10 @@ func (a *App) move(ctx context.Context, req *streamapi.Request, card *Card) (any
 		return nil, 0, err
 	}
 	if c.ColumnID != from {
-		// Moved by another writer between the read and the locks:
-		// lock its column too, then go on from where it is.
-		if _, err := a.lockColumns(ctx, c.ColumnID); err != nil {
-			return nil, 0, err
-		}
-		from = c.ColumnID
+		// Moved by another writer between the read and the locks: run
+		// again from the read (and its visibility check), rather than
+		// lock a third column out of order.
+		return nil, 0, streamapi.ErrRetry
 	}
 	n, err := a.Cards.Table().Count(ctx, streamapi.ListQuery{Equal: map[string]any{"column_id": in.Column}})
 	if err != nil {

@@ -27,16 +27,19 @@ func (q *queue) push(f streamapi.Frame) bool {
 	return true
 }
 
-// pushBatch appends fs, or reports false when their bytes would take the
-// queue past its byte bound. Their number is not counted against the
-// frame bound: a burst of many small frames (objects entering view) is
-// one event of the app's, bounded by its bytes.
+// pushBatch appends fs, or reports false when they come to more bytes
+// than the byte bound. A batch is judged on its own, whatever waits
+// before it (which push keeps within the bound), so a burst passes or
+// fails by its size alone, and the queue holds at most twice the bound.
+// Their number is not counted against the frame bound: a burst of many
+// small frames (objects entering view) is one event of the app's,
+// bounded by its bytes.
 func (q *queue) pushBatch(fs []streamapi.Frame) bool {
 	size := 0
 	for _, f := range fs {
 		size += f.Len()
 	}
-	if q.bytes > 0 && q.bytes+size > q.maxBytes {
+	if size > q.maxBytes {
 		return false
 	}
 	q.frames = append(q.frames, fs...)

@@ -80,3 +80,34 @@ func TestQueue_TakeReusesWithoutAliasing(t *testing.T) {
 		t.Fatal("reset kept frames or storage")
 	}
 }
+
+// A batch (a visibility burst) is bounded by its bytes alone: more frames
+// than the frame bound pass, and do not count against later pushes; a
+// batch over the byte bound fails whatever the queue holds.
+func TestQueue_Batch(t *testing.T) {
+	q := queue{maxFrames: 2, maxBytes: 10}
+	if !q.push(frame("aaaa")) {
+		t.Fatal("first frame refused")
+	}
+	burst := []streamapi.Frame{frame("b"), frame("b"), frame("b"), frame("b"), frame("b")}
+	if !q.pushBatch(burst) {
+		t.Fatal("a 5-frame, 5-byte batch refused by a 2-frame queue")
+	}
+	if !q.push(frame("c")) {
+		t.Fatal("a frame after the batch refused: the batch counted against the frame bound")
+	}
+	if q.push(frame("d")) {
+		t.Fatal("the frame bound no longer holds after a batch")
+	}
+	if q.pushBatch([]streamapi.Frame{frame(strings.Repeat("e", 11))}) {
+		t.Fatal("an 11-byte batch taken by a 10-byte bound")
+	}
+	got := q.take(nil)
+	if len(got) != 7 || q.batched != 0 || q.bytes != 0 {
+		t.Fatalf("take: %d frames, batched %d, bytes %d", len(got), q.batched, q.bytes)
+	}
+	empty := queue{maxFrames: 2, maxBytes: 10}
+	if empty.pushBatch([]streamapi.Frame{frame(strings.Repeat("e", 11))}) {
+		t.Fatal("an oversized batch taken by an empty queue")
+	}
+}

@@ -287,12 +287,15 @@ func (f *Feed) Position(model string) int64 {
 // Cut makes a consistent cut across models: it holds their delivery
 // (their locks, in name order), runs read, which returns for each model
 // the seq its reads reflect (one snapshot), delivers each model's changes
-// up to that seq, runs apply, and lets delivery go on. Changes after the
-// cut are delivered after apply, those up to it before: apply can send
-// what a read found without repeating or missing a change. It is called
+// up to that seq, runs apply with each model's last delivered seq, and
+// lets delivery go on. Changes after the cut are delivered after apply,
+// those up to it before: apply can send what a read found without
+// repeating or missing a change. Subscriptions being registered (Resume,
+// Done) are either wholly before the cut or wholly after it. It is called
 // from a delivery (a relation's membership change), whose own model must
-// not be among models.
-func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.Context) (map[string]int64, error), apply func()) error {
+// not be among models. The read runs under the feed's read timeout and
+// is not cancelled with ctx.
+func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.Context) (map[string]int64, error), apply func(delivered map[string]int64)) error {
 	names := append([]string(nil), models...)
 	sort.Strings(names)
 	var held []*model
@@ -312,18 +315,21 @@ func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.C
 		m.mu.Lock()
 		held = append(held, m)
 	}
+	ctx = context.WithoutCancel(ctx)
 	rctx, cancel := context.WithTimeout(ctx, readTimeout)
 	seqs, err := read(rctx)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("feed: cut: %w", err)
 	}
+	delivered := make(map[string]int64, len(held))
 	for _, m := range held {
 		if err := f.catchUpLocked(ctx, m, seqs[m.name]); err != nil {
 			return err
 		}
+		delivered[m.name] = m.next - 1
 	}
-	apply()
+	apply(delivered)
 	return nil
 }
 

@@ -109,7 +109,7 @@ func (h *Hub) peer(p streamapi.Peer) *peerSubs {
 	ps := h.byPeer[p]
 	if ps == nil {
 		ps = &peerSubs{}
-		if u := userOf(p); u != nil {
+		if u := userOf(p); u != nil && u.ID != "" {
 			ps.user = u.ID
 			set := h.byUser[u.ID]
 			if set == nil {
@@ -553,4 +553,53 @@ func (h *Hub) Burst(ctx context.Context, stream, user string, cs []streamapi.Cha
 		}
 	}
 	return sent
+}
+
+// CloseUser closes, with code and reason, every subscribed connection of
+// user that can be closed (it has Close(code, reason)), without waiting.
+func (h *Hub) CloseUser(user string, code uint16, reason string) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for p := range h.byUser[user] {
+		if c, ok := p.(interface {
+			Close(code uint16, reason string)
+		}); ok {
+			go c.Close(code, reason)
+		}
+	}
+}
+
+// UserChanged files p under its user as it is now: a connection that
+// subscribed anonymously and then authenticated is reached by the bursts
+// of its user.
+func (h *Hub) UserChanged(p streamapi.Peer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ps := h.byPeer[p]
+	if ps == nil {
+		return
+	}
+	u := userOf(p)
+	id := ""
+	if u != nil {
+		id = u.ID
+	}
+	if id == ps.user {
+		return
+	}
+	if set := h.byUser[ps.user]; set != nil {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(h.byUser, ps.user)
+		}
+	}
+	ps.user = id
+	if id != "" {
+		set := h.byUser[id]
+		if set == nil {
+			set = make(map[streamapi.Peer]struct{})
+			h.byUser[id] = set
+		}
+		set[p] = struct{}{}
+	}
 }

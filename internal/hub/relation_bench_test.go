@@ -134,3 +134,42 @@ func BenchmarkRelation_Authorize10kSubscribers(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/10_000, "ns/subscriber")
 }
+
+type closingPeer struct {
+	userPeer
+	closed chan uint16
+}
+
+func (p *closingPeer) Close(code uint16, _ string) { p.closed <- code }
+
+// A connection that subscribed before it authenticated is filed under its
+// user once the mux says so (UserChanged): bursts and CloseUser reach it.
+func TestHub_UserChanged(t *testing.T) {
+	h := hub.New(nil)
+	h.Bind("bench.card", "cards")
+	p := &closingPeer{userPeer: userPeer{}, closed: make(chan uint16, 1)}
+	h.Subscribe(p, "cards", "create", nil)
+	if h.Watching("cards", "ann") {
+		t.Fatal("an anonymous peer watches as ann")
+	}
+	p.u = &streamapi.User{ID: "ann"}
+	h.UserChanged(p)
+	if !h.Watching("cards", "ann") || h.Watching("other", "ann") {
+		t.Fatal("after UserChanged, ann does not watch cards (or watches another stream)")
+	}
+	c := streamapi.Change{Model: "bench.card", Action: streamapi.ChangeCreate, PK: json.RawMessage("1"), Data: json.RawMessage(`{"id":1}`), Seq: 3}
+	n := h.Burst(context.Background(), "cards", "ann", []streamapi.Change{c}, func(int) streamapi.Visibility {
+		return func(*streamapi.User) (bool, bool) { return false, true }
+	})
+	if n != 1 || p.sent != 1 {
+		t.Fatalf("burst sent %d frames, the peer got %d", n, p.sent)
+	}
+	h.CloseUser("ann", 1011, "x")
+	if code := <-p.closed; code != 1011 {
+		t.Fatalf("closed with %d", code)
+	}
+	h.Drop(p)
+	if h.Watching("cards", "ann") {
+		t.Fatal("a dropped peer still watches")
+	}
+}

@@ -183,6 +183,7 @@ func (m *Mux) authenticate(p Peer, req *streamapi.Request) streamapi.Reply {
 		return streamapi.Reply{Err: streamapi.Errorf(streamapi.EFORBIDDEN, "The token is for another user.")}
 	}
 	p.SetUser(u)
+	m.hub.UserChanged(p)
 	out := map[string]any{"user": u.ID}
 	if !u.Expires.IsZero() {
 		out["expires"] = u.Expires.UTC().Format(time.RFC3339)

@@ -25,7 +25,7 @@ const (
 // run again from the start: nothing of it was committed, and what made it
 // fail was another transaction.
 func retryable(err error) bool {
-	if errors.Is(err, errStale) || errors.Is(err, errBatchLost) {
+	if errors.Is(err, errStale) || errors.Is(err, errBatchLost) || errors.Is(err, streamapi.ErrRetry) {
 		return true
 	}
 	var pe *pgconn.PgError
