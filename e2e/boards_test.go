@@ -734,3 +734,40 @@ func TestBoards_SchemaCheckedAtStart(t *testing.T) {
 		t.Fatalf("a dropped column: %v", err)
 	}
 }
+
+// Two concurrent adds of one user to a board: one is a member, the other
+// is a 400 on user (not a conflict from the unique index).
+func TestBoards_ConcurrentDuplicateMember(t *testing.T) {
+	eachBoardsStore(t, func(t *testing.T, e *boardsEnv) {
+		alice := e.dial(t, "alice")
+		board := create(t, alice, "boards", map[string]any{"name": "Dup"})
+		for round := range 5 {
+			user := fmt.Sprint("user-", round)
+			var wg sync.WaitGroup
+			statuses := make([]int, 4)
+			bodies := make([]string, 4)
+			for i := range statuses {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					st, b := e.rest(t, "alice", "POST", "members/", map[string]any{"board": board, "user": user})
+					statuses[i], bodies[i] = st, string(b)
+				}()
+			}
+			wg.Wait()
+			created := 0
+			for i, st := range statuses {
+				switch {
+				case st == 201:
+					created++
+				case st == 400 && strings.Contains(bodies[i], `"user":["This user is already a member of this board."]`):
+				default:
+					t.Fatalf("round %d: %d %s", round, st, bodies[i])
+				}
+			}
+			if created != 1 {
+				t.Fatalf("round %d: %d members created of 4 concurrent adds", round, created)
+			}
+		}
+	})
+}

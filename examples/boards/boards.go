@@ -289,7 +289,11 @@ func (a *App) validateMember(ctx context.Context, m *Member, action string) erro
 		return nil
 	}
 	u := streamapi.UserFrom(ctx)
-	b, err := a.Boards.Get(ctx, m.BoardID)
+	// The board's row lock serializes the board's member writes, so that
+	// of two concurrent adds of one user the second finds the first and
+	// answers 400 on user, not a unique-index conflict.
+	b := new(Board)
+	err := a.Boards.Table().Lock(ctx, b, m.BoardID)
 	if streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
 		return invalidPK("board", m.BoardID)
 	}
