@@ -37,9 +37,9 @@ type Relation interface {
 	// known.
 	Noted(user, model string, seq int64)
 	// ChangedAfter reports whether user's view of model may have changed
-	// by a transition after model's seq since: a subscription resuming
-	// from since would then miss objects entering or leaving view, and
-	// must resync.
+	// by a transition at or after model's seq since: a subscription
+	// resuming from since would then miss objects entering or leaving
+	// view, and must resync.
 	ChangedAfter(user, model string, since int64) bool
 }
 

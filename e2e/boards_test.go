@@ -771,3 +771,59 @@ func TestBoards_ConcurrentDuplicateMember(t *testing.T) {
 		}
 	})
 }
+
+// A board deleted while its cards are being moved: the deletion succeeds,
+// each move either succeeds or finds the card gone (404) or its column
+// gone (400), never a 500 or a conflict, and nothing of the board is left.
+func TestBoards_DeleteWhileMoving(t *testing.T) {
+	eachBoardsStore(t, func(t *testing.T, e *boardsEnv) {
+		alice := e.dial(t, "alice")
+		board := create(t, alice, "boards", map[string]any{"name": "Doomed"})
+		cols := []int64{
+			create(t, alice, "columns", map[string]any{"board": board, "name": "A"}),
+			create(t, alice, "columns", map[string]any{"board": board, "name": "B"}),
+		}
+		var cards []int64
+		for i := range 16 {
+			cards = append(cards, create(t, alice, "cards", map[string]any{"column": cols[i%2], "title": "c", "position": 99}))
+		}
+		var wg sync.WaitGroup
+		bad := make(chan string, 64)
+		for w := range 3 {
+			c := e.dial(t, "alice")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 3))
+				for range 30 {
+					rep, err := c.Request(longCtx(t), "cards", client.Payload{Action: "move", PK: cards[rng.IntN(len(cards))], Data: map[string]any{"column": cols[rng.IntN(2)], "position": rng.IntN(10)}})
+					switch {
+					case err != nil:
+						bad <- err.Error()
+						return
+					case rep.Status == 200, rep.Status == 404, rep.Status == 400 && strings.Contains(string(rep.Errors), `"column"`):
+					default:
+						bad <- string(rep.Raw)
+						return
+					}
+				}
+			}()
+		}
+		time.Sleep(30 * time.Millisecond)
+		rep, err := alice.Request(longCtx(t), "boards", client.Payload{Action: "delete", PK: board})
+		if err != nil || rep.Status != 200 {
+			t.Fatalf("delete the board while moving: %v %v", err, rep)
+		}
+		wg.Wait()
+		close(bad)
+		for b := range bad {
+			t.Errorf("a move answered %s", b)
+		}
+		for _, tbl := range []string{"board_card", "board_column", "board_member", "board_board"} {
+			n, err := e.db.Bun().NewSelect().Table(tbl).Count(tctx(t))
+			if err != nil || n != 0 {
+				t.Fatalf("%s holds %d rows (%v)", tbl, n, err)
+			}
+		}
+	})
+}

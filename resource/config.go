@@ -88,12 +88,13 @@ type Config[T any] struct {
 	// so their subscribers hear about it too.
 	BeforeDelete func(ctx context.Context, obj *T) error
 	// LockFirst, when set, runs in the write transaction before the row of
-	// the object pk is locked, on every path that locks it (update, patch,
-	// delete, Delete, and detail actions not Unlocked): to lock first what
+	// the object pk is locked by a request (update, patch, delete, and
+	// detail actions not Unlocked) or by Delete: to lock first what
 	// writers lock before such objects (a card's column, before the card),
-	// so that two writers never wait for each other in a cycle. A row it
-	// reads without a lock may change before it is locked: read what it
-	// locks again under the lock.
+	// so that two writers never wait for each other in a cycle. Update and
+	// UpdateWhere, server code's tools, do not run it. A row it reads
+	// without a lock may change before it is locked: read it again under
+	// the lock, and return streamapi.ErrRetry if it moved.
 	LockFirst func(ctx context.Context, pk any) error
 
 	// DetailActions are custom actions on one object.

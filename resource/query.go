@@ -51,6 +51,15 @@ type queryField struct {
 func (r *Resource[T]) initQuery() error {
 	r.qfields = map[string]*queryField{}
 	r.byColumn = map[string]*queryField{}
+	r.hidden = map[string]bool{}
+	zt := reflect.TypeFor[T]()
+	for i := 0; i < zt.NumField(); i++ {
+		if sf := zt.Field(i); sf.IsExported() && sf.Tag.Get("json") == "-" {
+			if col, ok := r.table.Column(sf.Index); ok {
+				r.hidden[col] = true // a column no JSON name reaches
+			}
+		}
+	}
 	var zero T
 	pkCol, ok := r.table.Column(r.pkIndex)
 	if !ok {

@@ -92,6 +92,9 @@ func Membership[M any](r *Resource[M], group, user string) (*Relation, error) {
 			}
 			uv = uv.Elem()
 		}
+		if uv.String() == "" {
+			return "", "", false // no user: the anonymous belong to nothing
+		}
 		return string(streamapi.EncodePK(gv.Interface())), uv.String(), true
 	}
 	rel := &Relation{
@@ -369,10 +372,12 @@ func (rel *Relation) Noted(user, model string, seq int64) {
 	}
 }
 
-// ChangedAfter implements streamapi.Relation. The seq noted for a
-// transition is where the cut delivered the model to: a client at that
-// seq or before it saw the old view (or has not seen the burst), so the
-// comparison includes it.
+// ChangedAfter implements streamapi.Relation: true when a transition of
+// user's was noted at or after since, or within the resume grace, or when
+// since is from before the index started. The seq noted for a transition
+// is where the cut delivered the model to: a client at that seq or before
+// it saw the old view (or has not seen the burst), so the comparison
+// includes it.
 func (rel *Relation) ChangedAfter(user, model string, since int64) bool {
 	rel.mu.RLock()
 	defer rel.mu.RUnlock()

@@ -239,3 +239,19 @@ func TestList_TakesJSONNames(t *testing.T) {
 		}
 	}
 }
+
+// A field the wire never shows (json:"-") has no JSON name: List reaches
+// it by its column.
+func TestList_HiddenFieldByColumn(t *testing.T) {
+	items := newItems(t, resource.Config[Item]{})
+	ctx := context.Background()
+	for _, secret := range []string{"s1", "s2"} {
+		if err := items.Create(ctx, &Item{Name: "n", Secret: secret}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := items.List(ctx, streamapi.ListQuery{Equal: map[string]any{"secret": "s2"}})
+	if err != nil || len(got) != 1 || got[0].Secret != "s2" {
+		t.Fatalf("by a hidden field's column: %+v, %v", got, err)
+	}
+}

@@ -34,6 +34,7 @@ type Resource[T any] struct {
 	pageSize int
 	qfields  map[string]*queryField // by JSON name: the fields the query language may name
 	byColumn map[string]*queryField // the same, by SQL column
+	hidden   map[string]bool        // columns of fields with no JSON name (json:"-"): List names them by column
 	pkField  *queryField            // the primary key, for sorting and cursors
 	qlimits  streamapi.QueryLimits
 	relOnce  sync.Once
@@ -599,8 +600,8 @@ func (r *Resource[T]) Get(ctx context.Context, pk any) (*T, error) {
 // List loads one page of objects, in q's Order and then primary key order.
 // q names fields as the wire does, by their JSON names ("question", not
 // the column "question_id"; "pk" is the primary key), in Equal, Where
-// and Order: a name the resource does not have is an EINVALID error
-// naming it.
+// and Order; a field the wire never shows (json:"-") goes by its column.
+// A name the resource does not have is an EINVALID error naming it.
 func (r *Resource[T]) List(ctx context.Context, q streamapi.ListQuery) ([]T, error) {
 	q, err := r.byNames(q)
 	if err != nil {
@@ -624,6 +625,9 @@ func (r *Resource[T]) byNames(q streamapi.ListQuery) (streamapi.ListQuery, error
 		}
 		if name == "pk" {
 			return r.pkField.column, nil
+		}
+		if r.hidden[name] {
+			return name, nil
 		}
 		names := make([]string, 0, len(r.qfields))
 		for n := range r.qfields {

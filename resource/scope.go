@@ -185,7 +185,7 @@ func (r *Resource[T]) compileRel(q Q) ([]streamapi.Cond, error) {
 
 // probeUsers are the users a scope is tried with at New and by
 // Relations: anonymous and an authenticated one.
-var probeUsers = []*streamapi.User{nil, {ID: "\x00probe"}}
+var probeUsers = []*streamapi.User{nil, {ID: "\x00probe", Claims: map[string]any{}}}
 
 // probeScope compiles the scope for the probe users, so that a name it
 // gets wrong fails New rather than every request, and returns the
@@ -218,14 +218,19 @@ func (r *Resource[T]) probeScope() (map[*Relation][]string, error) {
 		_, err := r.compile(q)
 		return err
 	}
+	probed := 0
 	for _, u := range probeUsers {
 		q, ok := probe(r.cfg.Scope, u)
 		if !ok {
 			continue // a scope that needs a real user (it reads claims)
 		}
+		probed++
 		if err := walk(q); err != nil {
 			return nil, err
 		}
+	}
+	if probed == 0 {
+		return nil, fmt.Errorf("resource %s: the scope panics for an anonymous user (nil) and for an authenticated one with no claims: it cannot be checked, and would panic for such users' events", r.cfg.Stream)
 	}
 	return rels, nil
 }

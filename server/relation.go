@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
@@ -88,16 +89,28 @@ func (s *Server) loadRelations(ctx context.Context) error {
 // fanned out.
 func (s *Server) deliver(ctx context.Context, c streamapi.Change) {
 	if rel := s.rels[c.Model]; rel != nil {
-		if st := s.relSeq[c.Model]; st != nil && c.Seq > 0 {
+		st := s.relSeq[c.Model]
+		switch {
+		case st == nil || c.Seq == 0:
+			s.applyRelation(ctx, rel, &c)
+		case c.Seq <= st.last:
+			// Already in the index (reloaded past it): told as is.
+		default:
 			if st.last > 0 && c.Seq > st.last+1 {
-				s.reloadRelation(ctx, rel, st.last, c.Seq)
+				st.last = s.reloadRelation(ctx, rel, st.last, c.Seq)
 			}
-			st.last = c.Seq
+			if c.Seq > st.last {
+				s.applyRelation(ctx, rel, &c)
+				st.last = c.Seq
+			}
 		}
-		s.applyRelation(ctx, rel, &c)
 	}
 	s.hub.Publish(ctx, c)
 }
+
+// relationReadTimeout bounds the reads a membership change makes while
+// its model's delivery waits (the feed's cut has its own, the same).
+const relationReadTimeout = 10 * time.Second
 
 // relPos is where a relation's index stands in its model's seqs; only
 // that model's delivery touches it.
@@ -107,11 +120,16 @@ type relPos struct{ last int64 }
 // after to before were trimmed from the log before this node delivered
 // them: the index would otherwise miss them for good. Resumes from before
 // now answer 410, as after a restart.
-func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, after, before int64) {
+// It returns the seq the index now stands at: changes up to it are in it
+// already.
+func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, after, before int64) int64 {
 	s.log.ErrorContext(ctx, "relation: membership changes trimmed from the log before this node delivered them; reloading the index", "model", rel.Model(), "from", after+1, "to", before-1)
-	if _, err := rel.Load(context.WithoutCancel(ctx)); err != nil {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), relationReadTimeout)
+	seq, err := rel.Load(lctx)
+	cancel()
+	if err != nil {
 		s.log.ErrorContext(ctx, "relation: reload the index", "model", rel.Model(), "err", err)
-		return
+		return after
 	}
 	for _, d := range s.relDeps[rel.Model()] {
 		pos := before
@@ -122,6 +140,7 @@ func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, aft
 		}
 		rel.Noted("", d.model, pos+1)
 	}
+	return seq
 }
 
 // applyRelation brings rel up to c. A change that makes a user join or
@@ -192,13 +211,19 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		}
 		return seqs, fn(ctx)
 	}
-	applied := false
-	apply := func(delivered map[string]int64, burst bool) {
+	// apply brings the index up to c and notes where each following model
+	// stood for the users; with err nil it sends the bursts, otherwise
+	// it closes the users' connections here (their resumes from before
+	// answer 410). It runs under the cut, so a subscription registering
+	// meanwhile is wholly before it (and closed, or told) or after it.
+	apply := func(delivered map[string]int64, err error) {
 		rel.Apply(c)
-		applied = true
 		for _, t := range ts {
 			for _, d := range deps {
 				pos, ok := delivered[d.model]
+				if at, seen := seqs[d.model]; seen && (!ok || at > pos) {
+					pos, ok = at, true
+				}
 				if d.model == rel.Model() {
 					pos, ok = c.Seq, true
 				}
@@ -207,7 +232,11 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 				}
 			}
 		}
-		if !burst {
+		if err != nil {
+			s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; closing the users' connections on this node", "model", rel.Model(), "seq", c.Seq, "err", err)
+			for _, t := range ts {
+				s.hub.CloseUser(t.User, conn.CloseInternalError, "membership changed: resubscribe")
+			}
 			return
 		}
 		for _, j := range jobs {
@@ -233,22 +262,12 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 			s.log.DebugContext(ctx, "relation: view changed", "stream", j.dep.stream, "user", j.t.User, "group", j.t.Group, "joined", j.t.Joined, "objects", len(cs), "events", n)
 		}
 	}
-	var err error
 	if s.feed != nil {
-		err = s.feed.Cut(ctx, cut, read, func(delivered map[string]int64) { apply(delivered, true) })
-	} else if _, err = read(context.WithoutCancel(ctx)); err == nil {
-		apply(seqs, true)
-	}
-	if err == nil {
+		_ = s.feed.Cut(ctx, cut, read, apply)
 		return
 	}
-	// The users cannot be told what entered or left their view: their
-	// connections here are closed, and a resume from before answers 410.
-	s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; closing the users' connections on this node", "model", rel.Model(), "seq", c.Seq, "err", err)
-	if !applied {
-		apply(seqs, false)
-	}
-	for _, t := range ts {
-		s.hub.CloseUser(t.User, conn.CloseInternalError, "membership changed: resubscribe")
-	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), relationReadTimeout)
+	_, err := read(rctx)
+	cancel()
+	apply(seqs, err)
 }

@@ -34,6 +34,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"slices"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/resource"
@@ -289,11 +290,7 @@ func (a *App) validateMember(ctx context.Context, m *Member, action string) erro
 		return nil
 	}
 	u := streamapi.UserFrom(ctx)
-	// The board's row lock serializes the board's member writes, so that
-	// of two concurrent adds of one user the second finds the first and
-	// answers 400 on user, not a unique-index conflict.
-	b := new(Board)
-	err := a.Boards.Table().Lock(ctx, b, m.BoardID)
+	b, err := a.Boards.Get(ctx, m.BoardID)
 	if streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
 		return invalidPK("board", m.BoardID)
 	}
@@ -307,6 +304,15 @@ func (a *App) validateMember(ctx context.Context, m *Member, action string) erro
 			return invalidPK("board", m.BoardID)
 		}
 		return streamapi.PermissionDenied(u)
+	}
+	// The owner (and only the owner) takes the board's row lock, which
+	// serializes the board's member writes: of two concurrent adds of one
+	// user the second finds the first and answers 400 on user, not a
+	// unique-index conflict.
+	if err := a.Boards.Table().Lock(ctx, b, m.BoardID); streamapi.ErrorCode(err) == streamapi.ENOTFOUND {
+		return invalidPK("board", m.BoardID)
+	} else if err != nil {
+		return err
 	}
 	n, err := a.Members.Table().Count(ctx, streamapi.ListQuery{Equal: map[string]any{"board_id": m.BoardID, "user_id": m.User}})
 	if err != nil {
@@ -353,6 +359,20 @@ func (a *App) deleteBoardRows(ctx context.Context, b *Board) error {
 			return err
 		}
 	}
+	// Then its columns, in id order: every writer of a card holds its
+	// column first, so the cards listed next stay as listed, and the
+	// deletion takes the order board, columns, cards.
+	cols, err := a.Columns.List(ctx, streamapi.ListQuery{Equal: map[string]any{"board": b.ID}})
+	if err != nil {
+		return err
+	}
+	ids := make([]int64, len(cols))
+	for i := range cols {
+		ids[i] = cols[i].ID
+	}
+	if _, err := a.lockColumns(ctx, ids...); err != nil {
+		return err
+	}
 	ctx = context.WithValue(ctx, boardDeletion{}, true)
 	if err := deleteAll(ctx, a.Cards, b.ID, func(c *Card) int64 { return c.ID }); err != nil {
 		return err
@@ -396,9 +416,8 @@ func (a *App) validateCard(ctx context.Context, c *Card, action string) error {
 // lockColumns locks the columns ids (in id order, so that two writers
 // never wait for each other in a cycle) and returns them by id.
 func (a *App) lockColumns(ctx context.Context, ids ...int64) (map[int64]*Column, error) {
-	if len(ids) == 2 && ids[0] > ids[1] {
-		ids[0], ids[1] = ids[1], ids[0]
-	}
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
 	out := map[int64]*Column{}
 	for _, id := range ids {
 		if out[id] != nil {

@@ -9,6 +9,7 @@ type queue struct {
 	frames    []streamapi.Frame
 	bytes     int
 	batched   int // frames queued by pushBatch: not counted against maxFrames
+	batchedB  int // their bytes: bounded apart, by maxBytes too
 	maxFrames int
 	maxBytes  int
 }
@@ -19,7 +20,7 @@ type queue struct {
 // backlog, not on one reply's size.
 func (q *queue) push(f streamapi.Frame) bool {
 	size := f.Len()
-	if len(q.frames)-q.batched >= q.maxFrames || q.bytes > 0 && q.bytes+size > q.maxBytes {
+	if own := q.bytes - q.batchedB; len(q.frames)-q.batched >= q.maxFrames || own > 0 && own+size > q.maxBytes {
 		return false
 	}
 	q.frames = append(q.frames, f)
@@ -27,24 +28,25 @@ func (q *queue) push(f streamapi.Frame) bool {
 	return true
 }
 
-// pushBatch appends fs, or reports false when they come to more bytes
-// than the byte bound. A batch is judged on its own, whatever waits
-// before it (which push keeps within the bound), so a burst passes or
-// fails by its size alone, and the queue holds at most twice the bound.
-// Their number is not counted against the frame bound: a burst of many
-// small frames (objects entering view) is one event of the app's,
+// pushBatch appends fs, or reports false when the batches waiting would
+// then come to more bytes than the byte bound. Batches are bounded apart
+// from the frames push queues, each by maxBytes, so a burst does not make
+// the next live event overflow, and the queue holds at most twice the
+// bound. Their frames are not counted against the frame bound: a burst of
+// many small frames (objects entering view) is one event of the app's,
 // bounded by its bytes.
 func (q *queue) pushBatch(fs []streamapi.Frame) bool {
 	size := 0
 	for _, f := range fs {
 		size += f.Len()
 	}
-	if size > q.maxBytes {
+	if q.batchedB+size > q.maxBytes {
 		return false
 	}
 	q.frames = append(q.frames, fs...)
 	q.bytes += size
 	q.batched += len(fs)
+	q.batchedB += size
 	return true
 }
 
@@ -53,11 +55,11 @@ func (q *queue) pushBatch(fs []streamapi.Frame) bool {
 // frames cleared), so that two slices serve a connection's whole life.
 func (q *queue) take(buf []streamapi.Frame) []streamapi.Frame {
 	out := q.frames
-	q.frames, q.bytes, q.batched = buf[:0], 0, 0
+	q.frames, q.bytes, q.batched, q.batchedB = buf[:0], 0, 0, 0
 	return out
 }
 
 // reset drops every frame and the storage.
-func (q *queue) reset() { q.frames, q.bytes, q.batched = nil, 0, 0 }
+func (q *queue) reset() { q.frames, q.bytes, q.batched, q.batchedB = nil, 0, 0, 0 }
 
 func (q *queue) len() int { return len(q.frames) }

@@ -102,8 +102,18 @@ func TestQueue_Batch(t *testing.T) {
 	if q.pushBatch([]streamapi.Frame{frame(strings.Repeat("e", 11))}) {
 		t.Fatal("an 11-byte batch taken by a 10-byte bound")
 	}
+	// Batches are bounded together: 5 bytes wait, 5 more fit, 1 more not.
+	if !q.pushBatch([]streamapi.Frame{frame("fffff")}) || q.pushBatch([]streamapi.Frame{frame("g")}) {
+		t.Fatal("the batches waiting are not bounded by the byte bound together")
+	}
+	// The bytes of batches do not count against push's bound: 5 of push's
+	// own wait (aaaa, c), 5 more fit.
+	q.maxFrames = 10
+	if !q.push(frame("hhhhh")) {
+		t.Fatal("a live frame refused for the bytes of the batches before it")
+	}
 	got := q.take(nil)
-	if len(got) != 7 || q.batched != 0 || q.bytes != 0 {
+	if len(got) != 9 || q.batched != 0 || q.bytes != 0 || q.batchedB != 0 {
 		t.Fatalf("take: %d frames, batched %d, bytes %d", len(got), q.batched, q.bytes)
 	}
 	empty := queue{maxFrames: 2, maxBytes: 10}

@@ -288,14 +288,16 @@ func (f *Feed) Position(model string) int64 {
 // (their locks, in name order), runs read, which returns for each model
 // the seq its reads reflect (one snapshot), delivers each model's changes
 // up to that seq, runs apply with each model's last delivered seq, and
-// lets delivery go on. Changes after the cut are delivered after apply,
+// lets delivery go on. Should the read or the delivery fail, apply still
+// runs under the locks, with that error and the seqs delivered so far,
+// and Cut returns the error. Changes after the cut are delivered after apply,
 // those up to it before: apply can send what a read found without
 // repeating or missing a change. Subscriptions being registered (Resume,
 // Done) are either wholly before the cut or wholly after it. It is called
 // from a delivery (a relation's membership change), whose own model must
 // not be among models. The read runs under the feed's read timeout and
 // is not cancelled with ctx.
-func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.Context) (map[string]int64, error), apply func(delivered map[string]int64)) error {
+func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.Context) (map[string]int64, error), apply func(delivered map[string]int64, err error)) error {
 	names := append([]string(nil), models...)
 	sort.Strings(names)
 	var held []*model
@@ -310,26 +312,34 @@ func (f *Feed) Cut(ctx context.Context, models []string, read func(ctx context.C
 		}
 		m := f.models[name]
 		if m == nil {
-			return fmt.Errorf("feed: no model %q", name)
+			continue // not a model of this feed: nothing of it to hold
 		}
 		m.mu.Lock()
 		held = append(held, m)
+	}
+	delivered := func() map[string]int64 {
+		out := make(map[string]int64, len(held))
+		for _, m := range held {
+			out[m.name] = m.next - 1
+		}
+		return out
 	}
 	ctx = context.WithoutCancel(ctx)
 	rctx, cancel := context.WithTimeout(ctx, readTimeout)
 	seqs, err := read(rctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("feed: cut: %w", err)
+		err = fmt.Errorf("feed: cut: %w", err)
+		apply(delivered(), err)
+		return err
 	}
-	delivered := make(map[string]int64, len(held))
 	for _, m := range held {
 		if err := f.catchUpLocked(ctx, m, seqs[m.name]); err != nil {
+			apply(delivered(), err)
 			return err
 		}
-		delivered[m.name] = m.next - 1
 	}
-	apply(delivered)
+	apply(delivered(), nil)
 	return nil
 }
 

@@ -48,10 +48,23 @@ func (t *table) Check(ctx context.Context) error {
 func (db *DB) columnsOf(ctx context.Context, name string) (map[string]bool, error) {
 	var rows *sql.Rows
 	var err error
+	schemaName, table, qualified := strings.Cut(name, ".")
+	if !qualified {
+		schemaName, table = "", name
+	}
 	if db.dialect == "postgres" {
-		rows, err = db.r.QueryContext(ctx, `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?`, name)
+		// to_regclass resolves the name as the queries will: through
+		// search_path, or in its schema when it names one.
+		rel := `quote_ident(?)`
+		args := []any{table}
+		if qualified {
+			rel, args = `quote_ident(?) || '.' || quote_ident(?)`, []any{schemaName, table}
+		}
+		rows, err = db.r.QueryContext(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(`+rel+`) AND attnum > 0 AND NOT attisdropped`, args...)
+	} else if qualified {
+		rows, err = db.r.QueryContext(ctx, `SELECT name FROM pragma_table_info(?, ?)`, table, schemaName)
 	} else {
-		rows, err = db.r.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, name)
+		rows, err = db.r.QueryContext(ctx, `SELECT name FROM pragma_table_info(?)`, table)
 	}
 	if err != nil {
 		return nil, err
