@@ -49,10 +49,11 @@ type RelationScoper interface {
 	Scoper
 	// Relations returns the relations the scope reads.
 	Relations() []Relation
-	// Group reads, in one read snapshot, the objects whose key under rel
-	// is group, as create changes carrying the model's last seq in that
+	// Group reads, in one read snapshot, up to limit+1 objects whose key
+	// under rel is group (more than limit means the group is too large to
+	// send), as create changes carrying the model's last seq in that
 	// snapshot, and returns that seq.
-	Group(ctx context.Context, rel Relation, group string) (seq int64, objs []Change, err error)
+	Group(ctx context.Context, rel Relation, group string, limit int) (seq int64, objs []Change, err error)
 	// VisibilityAcross is Visibility where "before" is evaluated as if the
 	// transitions ts of rel had not happened yet.
 	VisibilityAcross(c *Change, rel Relation, ts []Transition) Visibility

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -224,8 +225,12 @@ func TestBoards_MembershipIsVisibility(t *testing.T) {
 		if got := collect(t, bk["create"], 2); !sameSet(got, sortedPKs(card1, card2)) {
 			t.Fatalf("cards entering view: %v", got)
 		}
-		if got := collect(t, bm["create"], 2); len(got) != 2 || !sameSet(got, append(got[:0:0], got...)) || !contains(got, fmt.Sprint(bobRow.ID)) {
-			t.Fatalf("members entering view: %v", got)
+		rows, err := e.app.Members.List(tctx(t), streamapi.ListQuery{Equal: map[string]any{"board": board}})
+		if err != nil || len(rows) != 2 {
+			t.Fatalf("the board's members: %v %v", rows, err)
+		}
+		if got := collect(t, bm["create"], 2); !sameSet(got, sortedPKs(rows[0].ID, rows[1].ID)) || !slices.Contains(got, fmt.Sprint(bobRow.ID)) {
+			t.Fatalf("members entering view: %v, want alice's row and bob's of %+v", got, rows)
 		}
 		// Now he reads and writes it, on both surfaces.
 		do(t, bob, "cards", client.Payload{Action: "retrieve", PK: card1}).want(t, 200, "[]")
@@ -255,8 +260,8 @@ func TestBoards_MembershipIsVisibility(t *testing.T) {
 		if got := collect(t, bb["delete"], 1); !sameSet(got, sortedPKs(board)) {
 			t.Fatalf("boards leaving view: %v", got)
 		}
-		if got := collect(t, bm["delete"], 2); len(got) != 2 || !contains(got, fmt.Sprint(bobRow.ID)) {
-			t.Fatalf("members leaving view: %v", got)
+		if got := collect(t, bm["delete"], 2); !sameSet(got, sortedPKs(rows[0].ID, rows[1].ID)) {
+			t.Fatalf("members leaving view: %v, want %+v", got, rows)
 		}
 		// A card made on the board now is not his; one on a board he
 		// belongs to is, and comes after (one model's events keep commit
@@ -273,15 +278,6 @@ func TestBoards_MembershipIsVisibility(t *testing.T) {
 		}
 		do(t, bob, "cards", client.Payload{Action: "retrieve", PK: card1}).want(t, 404, `["Not found."]`)
 	})
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // TestBoards_DeleteBoard: deleting a board deletes its members, columns
@@ -327,20 +323,7 @@ func TestBoards_DeleteBoard(t *testing.T) {
 // below the burst: the burst is bounded by bytes (docs/auth.md).
 func TestBoards_BurstOfAThousandCards(t *testing.T) {
 	e := boardsSQLite(t, func(c *server.Config) { c.Conn.MaxQueue = 100 })
-	ctx := streamapi.WithUser(longCtx(t), &streamapi.User{ID: "alice"})
-	b := &boards.Board{Name: "Big", Owner: "alice"}
-	if err := e.app.Boards.Create(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	col := &boards.Column{BoardID: b.ID, Name: "All"}
-	if err := e.app.Columns.Create(ctx, col); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 1000 {
-		if err := e.app.Cards.Create(ctx, &boards.Card{ColumnID: col.ID, Title: fmt.Sprint("card ", i), Position: int64(i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ctx, b := seedBoard(t, e, 1000)
 	bob := e.dial(t, "bob")
 	creates := mustSubscribe(t, bob, "cards", "create", nil)
 	if err := e.app.Members.Create(ctx, &boards.Member{BoardID: b.ID, User: "bob"}); err != nil {
@@ -826,4 +809,67 @@ func TestBoards_DeleteWhileMoving(t *testing.T) {
 			}
 		}
 	})
+}
+
+// --max-burst at its edge: a board of exactly MaxBurst cards enters a new
+// member's view as events; one more card, and the member's connection is
+// closed with 1008 instead, and their resume from before answers 410,
+// while a fresh list shows every card.
+func TestBoards_MaxBurst(t *testing.T) {
+	for _, n := range []int{5, 6} {
+		t.Run(fmt.Sprint(n, " cards"), func(t *testing.T) {
+			e := boardsSQLite(t, func(c *server.Config) { c.Conn.MaxBurst = 5 })
+			e.app.Membership.SetResumeGrace(0)
+			ctx, b := seedBoard(t, e, n)
+			bob := e.dial(t, "bob")
+			creates := mustSubscribe(t, bob, "cards", "create", nil)
+			since := creates.Seq
+			if err := e.app.Members.Create(ctx, &boards.Member{BoardID: b.ID, User: "bob"}); err != nil {
+				t.Fatal(err)
+			}
+			if n <= 5 {
+				for range n {
+					next(t, creates)
+				}
+				return
+			}
+			select {
+			case <-bob.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("bob's connection stayed open past --max-burst")
+			}
+			if code := bob.CloseStatus(); code != 1008 {
+				t.Fatalf("closed with %d, want 1008", code)
+			}
+			_, err := e.dial(t, "bob").SubscribeSince(tctx(t), "cards", "create", nil, since)
+			var se *client.StatusError
+			if !errors.As(err, &se) || se.Status != 410 {
+				t.Fatalf("resume from before the change: %v, want 410", err)
+			}
+			if r := do(t, e.dial(t, "bob"), "cards", client.Payload{Action: "list", Data: map[string]any{"page_size": 1, "with_count": true}}); !strings.Contains(string(r.Data), fmt.Sprintf(`"count":%d`, n)) {
+				t.Fatalf("bob's list: %s", r.Data)
+			}
+		})
+	}
+}
+
+// seedBoard makes, from Go as alice, a board with one column of n cards,
+// and returns alice's context and the board.
+func seedBoard(t *testing.T, e *boardsEnv, n int) (context.Context, *boards.Board) {
+	t.Helper()
+	ctx := streamapi.WithUser(longCtx(t), &streamapi.User{ID: "alice"})
+	b := &boards.Board{Name: "Seeded", Owner: "alice"}
+	if err := e.app.Boards.Create(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	col := &boards.Column{BoardID: b.ID, Name: "All"}
+	if err := e.app.Columns.Create(ctx, col); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := e.app.Cards.Create(ctx, &boards.Card{ColumnID: col.ID, Title: fmt.Sprint("card ", i), Position: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ctx, b
 }

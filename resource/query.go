@@ -608,8 +608,6 @@ func (r *Resource[T]) match(v reflect.Value, c streamapi.Cond) bool {
 	return false
 }
 
-// compareValues compares a field's value with a query value of its type:
-// -1, 0 or 1. Text compares byte by byte.
 // matchMember evaluates a relation scope's condition from the index.
 func (r *Resource[T]) matchMember(v reflect.Value, c streamapi.Cond) bool {
 	if f := r.byColumn[c.Column]; f != nil {
@@ -650,6 +648,8 @@ func appendKey(buf []byte, fv reflect.Value) []byte {
 	return append(buf, streamapi.EncodePK(fv.Interface())...)
 }
 
+// compareValues compares a field's value with a query value of its type:
+// -1, 0 or 1. Text compares byte by byte.
 func compareValues(fv reflect.Value, x any) int {
 	xv := reflect.ValueOf(x)
 	if fv.Type() == timeType {

@@ -33,8 +33,8 @@ type Relation struct {
 	// decode reads a membership row's JSON: its group key (canonical
 	// JSON) and user ID; ok false when it has none (a null group).
 	decode func(data json.RawMessage) (group, user string, ok bool)
-	// all reads every membership row, as JSON by pk.
-	all func(ctx context.Context) (map[string]json.RawMessage, error)
+	// all reads every membership row, as create changes.
+	all func(ctx context.Context) ([]streamapi.Change, error)
 
 	mu      sync.RWMutex
 	rows    map[string]memberRow           // membership pk (canonical JSON) → row
@@ -44,6 +44,7 @@ type Relation struct {
 	noted   map[string]map[string]int64    // user ("" for the start) → model → seq
 	notedAt map[string]time.Time           // user → when their last transition was noted
 	grace   time.Duration                  // SetResumeGrace
+	now     func() time.Time               // the clock of the grace (tests stop it)
 }
 
 type memberRow struct {
@@ -110,21 +111,12 @@ func Membership[M any](r *Resource[M], group, user string) (*Relation, error) {
 			}
 			return key(obj)
 		},
-		all: func(ctx context.Context) (map[string]json.RawMessage, error) {
+		all: func(ctx context.Context) ([]streamapi.Change, error) {
 			objs, err := r.listColumns(ctx, streamapi.ListQuery{})
 			if err != nil {
 				return nil, err
 			}
-			out := make(map[string]json.RawMessage, len(objs))
-			for i := range objs {
-				b, err := json.Marshal(&objs[i])
-				if err != nil {
-					return nil, err
-				}
-				pk := reflect.ValueOf(&objs[i]).Elem().FieldByIndex(r.pkIndex).Interface()
-				out[string(streamapi.EncodePK(pk))] = b
-			}
-			return out, nil
+			return r.creates(objs, 0)
 		},
 		rows:    map[string]memberRow{},
 		byUser:  map[string]map[string]int32{},
@@ -132,6 +124,7 @@ func Membership[M any](r *Resource[M], group, user string) (*Relation, error) {
 		noted:   map[string]map[string]int64{},
 		notedAt: map[string]time.Time{},
 		grace:   DefaultResumeGrace,
+		now:     time.Now,
 	}
 	return rel, nil
 }
@@ -196,7 +189,7 @@ func (rel *Relation) Len() int {
 // Load implements streamapi.Relation: one read snapshot (when the store
 // offers one) holds both the rows and the log's last seq.
 func (rel *Relation) Load(ctx context.Context) (int64, error) {
-	var rows map[string]json.RawMessage
+	var rows []streamapi.Change
 	seq, err := snapshot(ctx, rel.store, rel.model, func(ctx context.Context) (err error) {
 		rows, err = rel.all(ctx)
 		return err
@@ -209,9 +202,9 @@ func (rel *Relation) Load(ctx context.Context) (int64, error) {
 	rel.rows = map[string]memberRow{}
 	rel.byUser = map[string]map[string]int32{}
 	rel.byGroup = map[string]map[string]struct{}{}
-	for pk, data := range rows {
-		if g, u, ok := rel.decode(data); ok {
-			rel.addLocked(pk, memberRow{group: g, user: u, data: data})
+	for _, c := range rows {
+		if g, u, ok := rel.decode(c.Data); ok {
+			rel.addLocked(string(c.PK), memberRow{group: g, user: u, data: c.Data})
 		}
 	}
 	return seq, nil
@@ -368,7 +361,7 @@ func (rel *Relation) Noted(user, model string, seq int64) {
 	}
 	m[model] = max(m[model], seq)
 	if user != "" {
-		rel.notedAt[user] = time.Now()
+		rel.notedAt[user] = rel.now()
 	}
 }
 
@@ -384,7 +377,7 @@ func (rel *Relation) ChangedAfter(user, model string, since int64) bool {
 	if start, ok := rel.noted[""][model]; !ok || since < start {
 		return true // before the index started: unknown
 	}
-	if at, ok := rel.notedAt[user]; ok && time.Since(at) < rel.grace {
+	if at, ok := rel.notedAt[user]; ok && rel.now().Sub(at) < rel.grace {
 		return true
 	}
 	seq, ok := rel.noted[user][model]

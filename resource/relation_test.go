@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/resource"
@@ -253,5 +254,45 @@ func TestList_HiddenFieldByColumn(t *testing.T) {
 	got, err := items.List(ctx, streamapi.ListQuery{Equal: map[string]any{"secret": "s2"}})
 	if err != nil || len(got) != 1 || got[0].Secret != "s2" {
 		t.Fatalf("by a hidden field's column: %+v, %v", got, err)
+	}
+}
+
+// The resume grace at its edges: a resume 1 ns before the grace ends is
+// refused whatever its since, one at its end passes on its since; the cut's
+// seq itself is refused, the seq after it passes; a since from before the
+// index started is refused.
+func TestRelation_ResumeGraceBoundaries(t *testing.T) {
+	_, _, rel, _ := relationStore(t)
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	now := t0
+	resource.SetNow(rel, func() time.Time { return now })
+	rel.SetResumeGrace(30 * time.Second)
+	rel.Noted("", "test.task", 10) // the index started at seq 10
+	rel.Noted("ann", "test.task", 40)
+	for _, c := range []struct {
+		after time.Duration
+		since int64
+		want  bool
+	}{
+		{0, 100, true},
+		{30*time.Second - time.Nanosecond, 100, true},
+		{30 * time.Second, 100, false},
+		{30 * time.Second, 41, false},
+		{30 * time.Second, 40, true},
+		{30 * time.Second, 9, true},
+		{time.Hour, 41, false},
+		{time.Hour, 10, true},
+	} {
+		now = t0.Add(c.after)
+		if got := rel.ChangedAfter("ann", "test.task", c.since); got != c.want {
+			t.Errorf("%v after ann's change, since %d: %v, want %v", c.after, c.since, got, c.want)
+		}
+	}
+	now = t0
+	if rel.ChangedAfter("bo", "test.task", 11) {
+		t.Error("bo, who had no change, is refused")
+	}
+	if !rel.ChangedAfter("bo", "test.task", 9) {
+		t.Error("a since from before the index started passes")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -211,7 +212,7 @@ func (r *Resource[T]) probeScope() (map[*Relation][]string, error) {
 			if q.rel == nil {
 				return nil
 			}
-			if !slicesContains(rels[q.rel], q.filter) {
+			if !slices.Contains(rels[q.rel], q.filter) {
 				rels[q.rel] = append(rels[q.rel], q.filter)
 			}
 		}
@@ -243,15 +244,6 @@ func probe(scope func(*streamapi.User) Q, u *streamapi.User) (q Q, ok bool) {
 		}
 	}()
 	return scope(u), true
-}
-
-func slicesContains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // hasMember reports whether conds read a membership table.
@@ -303,8 +295,7 @@ func (r *Resource[T]) visible(ctx context.Context, u *streamapi.User, obj *T) (b
 	if !hasMember(conds) {
 		return true, nil
 	}
-	pk := reflect.ValueOf(obj).Elem().FieldByIndex(r.pkIndex).Interface()
-	n, err := r.table.Count(ctx, streamapi.ListQuery{Equal: map[string]any{r.pkField.column: pk}, Where: conds})
+	n, err := r.table.Count(ctx, streamapi.ListQuery{Equal: map[string]any{r.pkField.column: r.pkOf(obj)}, Where: conds})
 	if err != nil {
 		return false, err
 	}
@@ -483,14 +474,15 @@ func (r *Resource[T]) Relations() []streamapi.Relation {
 }
 
 // Group implements streamapi.RelationScoper: in one read snapshot, the
-// model's last seq and its objects whose fields naming rel hold group.
-func (r *Resource[T]) Group(ctx context.Context, rel streamapi.Relation, group string) (int64, []streamapi.Change, error) {
+// model's last seq and up to limit of its objects whose fields naming rel
+// hold group (limit+1 when there are more: the caller tells).
+func (r *Resource[T]) Group(ctx context.Context, rel streamapi.Relation, group string, limit int) (int64, []streamapi.Change, error) {
 	rr, _ := rel.(*Relation)
 	names := r.relations()[rr]
 	if len(names) == 0 {
 		return 0, nil, fmt.Errorf("resource %s: scope does not follow %s", r.cfg.Stream, rel.Model())
 	}
-	var any []streamapi.Cond
+	var inGroup []streamapi.Cond
 	for _, name := range names {
 		qf := r.qfields[name]
 		v := reflect.New(qf.typ)
@@ -501,24 +493,35 @@ func (r *Resource[T]) Group(ctx context.Context, rel streamapi.Relation, group s
 		if x.Kind() == reflect.Pointer {
 			x = x.Elem()
 		}
-		any = append(any, streamapi.Cond{Column: qf.column, Lookup: streamapi.LookupExact, Value: x.Interface()})
+		inGroup = append(inGroup, streamapi.Cond{Column: qf.column, Lookup: streamapi.LookupExact, Value: x.Interface()})
 	}
 	var objs []T
 	seq, err := snapshot(ctx, r.cfg.Store, r.cfg.Label, func(ctx context.Context) (err error) {
-		objs, err = r.listColumns(ctx, streamapi.ListQuery{Where: []streamapi.Cond{{Any: any}}})
+		objs, err = r.listColumns(ctx, streamapi.ListQuery{Where: []streamapi.Cond{{Any: inGroup}}, Limit: limit + 1})
 		return err
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("resource %s: read group %s: %w", r.cfg.Stream, group, err)
 	}
+	out, err := r.creates(objs, seq)
+	return seq, out, err
+}
+
+// pkOf returns obj's primary key.
+func (r *Resource[T]) pkOf(obj *T) any {
+	return reflect.ValueOf(obj).Elem().FieldByIndex(r.pkIndex).Interface()
+}
+
+// creates returns objs as the create changes an event would carry,
+// numbered seq.
+func (r *Resource[T]) creates(objs []T, seq int64) ([]streamapi.Change, error) {
 	out := make([]streamapi.Change, len(objs))
 	for i := range objs {
 		data, err := json.Marshal(&objs[i])
 		if err != nil {
-			return 0, nil, err
+			return nil, fmt.Errorf("resource %s: %w", r.cfg.Stream, err)
 		}
-		pk := reflect.ValueOf(&objs[i]).Elem().FieldByIndex(r.pkIndex).Interface()
-		out[i] = streamapi.Change{Model: r.cfg.Label, Action: streamapi.ChangeCreate, PK: streamapi.EncodePK(pk), Data: data, Seq: seq}
+		out[i] = streamapi.Change{Model: r.cfg.Label, Action: streamapi.ChangeCreate, PK: streamapi.EncodePK(r.pkOf(&objs[i])), Data: data, Seq: seq}
 	}
-	return seq, out, nil
+	return out, nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -108,6 +109,12 @@ func (s *Server) deliver(ctx context.Context, c streamapi.Change) {
 	s.hub.Publish(ctx, c)
 }
 
+// defaultMaxBurst is ConnLimits.MaxBurst's default.
+const defaultMaxBurst = 10_000
+
+// errBurstTooLarge: a group holds more objects than MaxBurst.
+var errBurstTooLarge = errors.New("more objects than MaxBurst")
+
 // relationReadTimeout bounds the reads a membership change makes while
 // its model's delivery waits (the feed's cut has its own, the same).
 const relationReadTimeout = 10 * time.Second
@@ -125,8 +132,8 @@ type relPos struct{ last int64 }
 func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, after, before int64) int64 {
 	s.log.ErrorContext(ctx, "relation: membership changes trimmed from the log before this node delivered them; reloading the index", "model", rel.Model(), "from", after+1, "to", before-1)
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), relationReadTimeout)
+	defer cancel()
 	seq, err := rel.Load(lctx)
-	cancel()
 	if err != nil {
 		s.log.ErrorContext(ctx, "relation: reload the index", "model", rel.Model(), "err", err)
 		return after
@@ -134,7 +141,7 @@ func (s *Server) reloadRelation(ctx context.Context, rel streamapi.Relation, aft
 	for _, d := range s.relDeps[rel.Model()] {
 		pos := before
 		if d.model != rel.Model() && s.cfg.ChangeLog != nil {
-			if _, last, err := s.cfg.ChangeLog.Bounds(ctx, d.model); err == nil {
+			if _, last, err := s.cfg.ChangeLog.Bounds(lctx, d.model); err == nil {
 				pos = last
 			}
 		}
@@ -174,6 +181,10 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 	}
 	var jobs []*job
 	seqs := map[string]int64{}
+	max := s.cfg.Conn.MaxBurst
+	if max == 0 {
+		max = defaultMaxBurst
+	}
 	read := func(ctx context.Context) (map[string]int64, error) {
 		jobs = jobs[:0]
 		for _, t := range ts {
@@ -197,9 +208,12 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 				if j.dep.model == rel.Model() {
 					continue
 				}
-				_, cs, err := j.dep.res.Group(ctx, rel, j.t.Group)
+				_, cs, err := j.dep.res.Group(ctx, rel, j.t.Group, max)
 				if err != nil {
 					return err
+				}
+				if max >= 0 && len(cs) > max {
+					return fmt.Errorf("stream %s: group %s: %w (%d)", j.dep.stream, j.t.Group, errBurstTooLarge, max)
 				}
 				j.cs = cs
 			}
@@ -233,9 +247,13 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 			}
 		}
 		if err != nil {
-			s.log.ErrorContext(ctx, "relation: read the objects entering or leaving view; closing the users' connections on this node", "model", rel.Model(), "seq", c.Seq, "err", err)
+			code, reason := uint16(conn.CloseInternalError), "membership changed: resubscribe"
+			if errors.Is(err, errBurstTooLarge) {
+				code, reason = conn.ClosePolicy, "view change too large: reconnect and list"
+			}
+			s.log.ErrorContext(ctx, "relation: the objects entering or leaving view cannot be sent; closing the users' connections on this node", "model", rel.Model(), "seq", c.Seq, "err", err)
 			for _, t := range ts {
-				s.hub.CloseUser(t.User, conn.CloseInternalError, "membership changed: resubscribe")
+				s.hub.CloseUser(t.User, code, reason)
 			}
 			return
 		}
@@ -247,6 +265,11 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 					if string(r.PK) != string(c.PK) {
 						cs = append(cs, r)
 					}
+				}
+				if max >= 0 && len(cs) > max {
+					s.log.WarnContext(ctx, "relation: a group's members are too many to send; closing the user's connections on this node", "stream", j.dep.stream, "user", j.t.User, "group", j.t.Group, "members", len(cs), "max_burst", max)
+					s.hub.CloseUser(j.t.User, conn.ClosePolicy, "view change too large: reconnect and list")
+					continue
 				}
 			}
 			if len(cs) == 0 {

@@ -133,6 +133,12 @@ type ConnLimits struct {
 	// a longer one answers 400 with request_id null. Default 256;
 	// negative: none.
 	MaxRequestIDBytes int
+	// MaxBurst caps the objects one stream sends a user whose membership
+	// of a group changed (a relation scope: a board's cards entering or
+	// leaving view). A larger group closes that user's connections on the
+	// node with 1008; their clients reconnect and list, and a resume from
+	// before the change answers 410. Default 10,000; negative: none.
+	MaxBurst int
 }
 
 // LogOptions tune how a server uses its change log.

@@ -55,6 +55,7 @@ type Flags struct {
 	PongTimeout       time.Duration `name:"pong-timeout" default:"10s" env:"STREAMAPI_PONG_TIMEOUT" help:"Close (1008) a WebSocket that leaves a ping unanswered this long."`
 	MaxPending        int           `name:"max-pending" default:"16" env:"STREAMAPI_MAX_PENDING" help:"Inbound frames a WebSocket may have waiting while one is handled; past it reads pause."`
 	MaxSubscriptions  int           `name:"max-subscriptions" default:"1000" env:"STREAMAPI_MAX_SUBSCRIPTIONS" help:"Subscriptions one WebSocket may hold; one more is answered 429. -1 for no limit."`
+	MaxBurst          int           `name:"max-burst" default:"10000" env:"STREAMAPI_MAX_BURST" help:"Objects one stream may send a user whose membership of a group changed (a board's cards entering view); a larger group closes the user's connections with 1008, and they reconnect and list. -1 for no limit."`
 	MaxRequestIDBytes int           `name:"max-request-id" default:"256" env:"STREAMAPI_MAX_REQUEST_ID" help:"Longest request_id (bytes of JSON); a longer one is answered 400. -1 for no limit."`
 	RequestTimeout    time.Duration `name:"request-timeout" default:"10s" env:"STREAMAPI_REQUEST_TIMEOUT" help:"Time one WebSocket frame or REST request may take; its statements are then cancelled and it is answered 503. Negative for none."`
 	MaxSearchTerms    int           `name:"max-search-terms" default:"16" env:"STREAMAPI_MAX_SEARCH_TERMS" help:"Terms a list's search may have; more is a 400. -1 for no limit."`
@@ -94,6 +95,7 @@ func (f *Flags) Validate() error {
 		{"--max-pending", f.MaxPending >= 1, "at least 1", f.MaxPending},
 		{"--max-subscriptions", limit(f.MaxSubscriptions), "at least 1, or -1 for no limit", f.MaxSubscriptions},
 		{"--max-request-id", limit(f.MaxRequestIDBytes), "at least 1, or -1 for no limit", f.MaxRequestIDBytes},
+		{"--max-burst", limit(f.MaxBurst), "at least 1, or -1 for no limit", f.MaxBurst},
 		{"--request-timeout", notZero(f.RequestTimeout), "above 0, or negative for none", f.RequestTimeout},
 		{"--max-search-terms", limit(f.MaxSearchTerms), "at least 1, or -1 for no limit", f.MaxSearchTerms},
 		{"--max-in-values", limit(f.MaxInValues), "at least 1, or -1 for no limit", f.MaxInValues},
@@ -257,7 +259,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Conn: server.ConnLimits{
 			MaxFrameBytes: f.MaxFrameBytes, MaxQueue: f.MaxQueue, MaxQueueBytes: f.MaxQueueBytes, Rate: f.Rate, Burst: f.Burst,
 			PingInterval: f.PingInterval, PongTimeout: f.PongTimeout, MaxPending: f.MaxPending,
-			MaxSubscriptions: f.MaxSubscriptions, MaxRequestIDBytes: f.MaxRequestIDBytes,
+			MaxSubscriptions: f.MaxSubscriptions, MaxRequestIDBytes: f.MaxRequestIDBytes, MaxBurst: f.MaxBurst,
 		},
 		Logger: m.log,
 	})

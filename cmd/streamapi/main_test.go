@@ -298,7 +298,7 @@ func TestParseFlags_RefusesSettingsThatCannotBeMeant(t *testing.T) {
 		"--cors-origins=ftp://x", "--ping-interval=0s", "--pong-timeout=0s",
 		"--max-subscriptions=0", "--max-request-id=-2", "--request-timeout=0s",
 		"--max-search-terms=0", "--read-timeout=0s", "--max-header-bytes=0", "--max-pending=0",
-		"--rate=0", "--max-queue-bytes=0", "--max-frame-bytes=0", "--change-retention=0s",
+		"--rate=0", "--max-queue-bytes=0", "--max-frame-bytes=0", "--change-retention=0s", "--max-burst=0",
 	} {
 		m := NewMain()
 		m.Stderr = io.Discard

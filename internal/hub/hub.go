@@ -478,35 +478,41 @@ func (h *Hub) Burst(ctx context.Context, stream, user string, cs []streamapi.Cha
 	if len(peers) == 0 {
 		return 0
 	}
-	type encoded struct {
-		seen   streamapi.Change
-		ok     bool
-		ev     streamapi.Frame
-		inst   streamapi.Frame
-		evOK   bool
-		instOK bool
+	// Each object as one user value sees it, and its frames, made once
+	// for all that user's peers (tabs of one handshake share a *User).
+	type seenAs struct {
+		seen       streamapi.Change
+		ev, inst   streamapi.Frame
+		evOK, inOK bool
 	}
+	byUser := map[*streamapi.User][]*seenAs{}
+	views := make([]streamapi.Visibility, len(cs))
 	sent := 0
 	for p := range peers {
 		u := userOf(p)
 		if u == nil || u.ID != user {
 			continue
 		}
-		ps := h.byPeer[p]
-		var batch []streamapi.Frame
-		cache := make([]*encoded, len(cs))
-		for i := range cs {
-			e := cache[i]
-			if e == nil {
-				b, a := vis(i)(u)
+		seen, ok := byUser[u]
+		if !ok {
+			seen = make([]*seenAs, len(cs))
+			for i := range cs {
+				if views[i] == nil {
+					views[i] = vis(i)
+				}
+				b, a := views[i](u)
 				c := cs[i]
 				c.Action, c.Before = streamapi.ChangeUpdate, c.Data
-				e = &encoded{}
-				e.seen, e.ok = streamapi.AsSeen(c, b, a)
-				e.ok = e.ok && e.seen.Action != streamapi.ChangeUpdate
-				cache[i] = e
+				if sc, ok := streamapi.AsSeen(c, b, a); ok && sc.Action != streamapi.ChangeUpdate {
+					seen[i] = &seenAs{seen: sc}
+				}
 			}
-			if !e.ok {
+			byUser[u] = seen
+		}
+		ps := h.byPeer[p]
+		var batch []streamapi.Frame
+		for _, e := range seen {
+			if e == nil {
 				continue
 			}
 			pk := string(e.seen.PK)
@@ -526,17 +532,18 @@ func (h *Hub) Burst(ctx context.Context, stream, user string, cs []streamapi.Cha
 			if e.seen.Action != streamapi.ChangeDelete {
 				continue
 			}
-			for rid := range ps.inst[instKey{stream, pk}] {
-				if !e.instOK {
+			k := instKey{stream, pk}
+			for rid := range ps.inst[k] {
+				if !e.inOK {
 					f, err := wire.EncodeInstanceEvent(stream, &e.seen)
 					if err != nil {
 						h.log.ErrorContext(ctx, "encode instance event", "stream", stream, "err", err)
 						break
 					}
-					e.inst, e.instOK = f, true
+					e.inst, e.inOK = f, true
 				}
 				g := e.inst
-				g.Mid = []byte(rid)
+				g.Mid = h.inst[k][instSub{p, rid}]
 				batch = append(batch, g)
 			}
 		}
