@@ -38,6 +38,9 @@ type Options struct {
 	// UnmatchedBuffer is the capacity of the Unmatched channel; default
 	// 256. Frames that find it full are dropped and counted (Dropped).
 	UnmatchedBuffer int
+	// PKField is the field holding the primary key in the objects of
+	// live lists (LiveList); default "id".
+	PKField string
 	// HTTPClient makes the handshake; nil uses http.DefaultClient. A
 	// custom transport can choose the source address (the load tool
 	// spreads connections over several 127.0.0.x addresses).
@@ -53,6 +56,7 @@ type Client struct {
 	pending map[string]chan *Reply
 	subs    map[*Subscription]struct{}
 	inst    map[string]*Subscription // by request_id
+	live    map[string]*LiveList     // by request_id
 	closed  bool
 
 	next      atomic.Uint64
@@ -121,6 +125,11 @@ type Event struct {
 	// server keeps a change log (0 otherwise): resume after the last one
 	// seen with SubscribeSince.
 	Seq int64
+	// Index and Count are set in the events of live lists (LiveList):
+	// the object's place in the window after the event (none for a
+	// delete or a count), and the query's count when asked for.
+	Index *int
+	Count *int
 	// Raw is the whole frame as received.
 	Raw []byte
 }
@@ -131,6 +140,7 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		pending:   make(map[string]chan *Reply),
 		subs:      make(map[*Subscription]struct{}),
 		inst:      make(map[string]*Subscription),
+		live:      make(map[string]*LiveList),
 		unmatched: make(chan []byte, unmatchedBuffer(opts)),
 		done:      make(chan struct{}),
 	}
@@ -139,6 +149,9 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	}
 	if c.opts.ReadLimit == 0 {
 		c.opts.ReadLimit = 16 << 20
+	}
+	if c.opts.PKField == "" {
+		c.opts.PKField = "id"
 	}
 	if c.opts.EventBuffer <= 0 {
 		c.opts.EventBuffer = 1024
@@ -294,6 +307,8 @@ type payload struct {
 	Model     *string         `json:"model"`
 	PK        json.RawMessage `json:"pk"`
 	Seq       int64           `json:"seq"`
+	Index     *int            `json:"index"`
+	Count     *int            `json:"count"`
 }
 
 func (c *Client) readLoop() {
@@ -305,6 +320,10 @@ func (c *Client) readLoop() {
 			close(s.c)
 		}
 		c.subs = nil
+		for _, l := range c.live {
+			close(l.c)
+		}
+		c.live = nil
 		c.mu.Unlock()
 	}()
 	ctx := context.Background()
@@ -323,6 +342,10 @@ func (c *Client) dispatch(b []byte) {
 	var p payload
 	if json.Unmarshal(b, &f) != nil || json.Unmarshal(f.Payload, &p) != nil {
 		c.toUnmatched(b)
+		return
+	}
+	if l := c.liveFor(f.Stream, p); l != nil {
+		l.apply(&Event{Stream: f.Stream, Action: p.Action, Data: p.Data, PK: p.PK, RequestID: p.RequestID, Seq: p.Seq, Index: p.Index, Count: p.Count, Raw: b})
 		return
 	}
 	if p.Model != nil {
@@ -346,6 +369,10 @@ func (c *Client) dispatch(b []byte) {
 	ch := c.pending[rid]
 	if ch != nil && p.Status != nil {
 		delete(c.pending, rid)
+		if l := c.live[rid]; l != nil && l.stream == f.Stream {
+			// Before any event of the list, which may follow at once.
+			l.start(p.Status, p.Data)
+		}
 		c.mu.Unlock()
 		ch <- &Reply{Stream: f.Stream, Action: p.Action, Data: p.Data, Errors: p.Errors, Status: *p.Status, RequestID: p.RequestID, Seq: p.Seq, Raw: b}
 		return

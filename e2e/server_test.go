@@ -148,14 +148,7 @@ func slowConsumer(t *testing.T, limits func(*server.ConnLimits)) {
 	// one would make it read too slowly once it reads again) that
 	// subscribes to one object under many request_ids (one event frame each
 	// per change) and never reads.
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetReadBuffer(64 << 10)
-		}
-		return conn, err
-	}}}
-	slow, _, err := websocket.Dial(ctx, e.ws, &websocket.DialOptions{HTTPClient: hc})
+	slow, _, err := websocket.Dial(ctx, e.ws, &websocket.DialOptions{HTTPClient: stalledHTTP()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,4 +320,16 @@ func TestBrowser_Debugger(t *testing.T) {
 		t.Fatalf("debugger page test: %v\n%s", err, out)
 	}
 	t.Logf("debugger page: %s", lastLines(string(out), 1))
+}
+
+// stalledHTTP is an HTTP client for a stalled WebSocket client: its
+// sockets have a modest receive buffer (64 KiB).
+func stalledHTTP() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(64 << 10)
+		}
+		return conn, err
+	}}}
 }

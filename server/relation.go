@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamapi/streamapi"
 	"github.com/streamapi/streamapi/internal/conn"
+	"github.com/streamapi/streamapi/internal/hub"
 )
 
 // Relation scopes (docs/auth.md): the server keeps each relation's index
@@ -168,9 +169,12 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		return
 	}
 	type job struct {
-		dep relDep
-		t   streamapi.Transition
-		cs  []streamapi.Change
+		dep      relDep
+		t        streamapi.Transition
+		plain    bool // the user has event subscriptions on the stream: a burst
+		cs       []streamapi.Change
+		lives    []*hub.LiveSub // the user's live lists on the stream: reloaded
+		installs []func() streamapi.LiveUpdate
 	}
 	deps := s.relDeps[rel.Model()]
 	var cut []string
@@ -189,8 +193,14 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 		jobs = jobs[:0]
 		for _, t := range ts {
 			for _, d := range deps {
-				if s.hub.Watching(d.stream, t.User) {
-					jobs = append(jobs, &job{dep: d, t: t})
+				j := &job{dep: d, t: t, plain: s.hub.Subscribed(d.stream, t.User)}
+				if d.model != rel.Model() {
+					// (A live list of the membership stream itself follows
+					// the membership changes as events: docs/design.md.)
+					j.lives = s.hub.LiveOf(t.User, d.stream)
+				}
+				if j.plain || len(j.lives) > 0 {
+					jobs = append(jobs, j)
 				}
 			}
 		}
@@ -206,6 +216,17 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 			}
 			for _, j := range jobs {
 				if j.dep.model == rel.Model() {
+					continue
+				}
+				j.installs = j.installs[:0]
+				for _, l := range j.lives {
+					_, install, err := l.List().Read(ctx)
+					if err != nil {
+						return err
+					}
+					j.installs = append(j.installs, install)
+				}
+				if !j.plain {
 					continue
 				}
 				_, cs, err := j.dep.res.Group(ctx, rel, j.t.Group, max)
@@ -258,6 +279,14 @@ func (s *Server) applyRelation(ctx context.Context, rel streamapi.Relation, c *s
 			return
 		}
 		for _, j := range jobs {
+			for i, l := range j.lives {
+				// The user's live lists on the stream, read again in the
+				// cut's snapshot: the events from what each client holds.
+				s.hub.InstallLive(ctx, l, seqs[j.dep.model], j.installs[i])
+			}
+			if !j.plain {
+				continue
+			}
 			cs := j.cs
 			if j.dep.model == rel.Model() {
 				// The other rows of the group; c's own is told live.

@@ -216,6 +216,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if sc, ok := r.(streamapi.Scoper); ok && sc.Scoped() {
 			s.hub.BindScope(r.Stream(), sc)
 		}
+		if ll, ok := r.(streamapi.LiveLister); ok {
+			var readTx func(context.Context, func(context.Context) error) error
+			if rt, ok := cfg.ChangeLog.(streamapi.ReadTxer); ok {
+				readTx = rt.ReadTx // one snapshot for one change's refills
+			}
+			s.hub.BindLive(r.Stream(), r.Model(), ll, readTx)
+		}
 		models[r.Model()] = true
 	}
 	sort.Strings(s.streams)

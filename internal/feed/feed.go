@@ -433,6 +433,35 @@ func (f *Feed) Resume(ctx context.Context, name string, since int64, pk json.Raw
 	return &Resume{Changes: rd.got, Seq: m.next - 1, m: m}, nil
 }
 
+// Snapshot prepares a subscription that starts from a read (a live
+// list's first window): under model's lock, read runs (under the feed's
+// read timeout, one read snapshot) and returns the model's last seq in
+// it; the changes up to that seq are delivered, so that live delivery
+// to the new subscription starts right after what it read. On success
+// the lock is held until the Resume's Done, whose Seq is that seq.
+func (f *Feed) Snapshot(ctx context.Context, name string, read func(ctx context.Context) (int64, error)) (*Resume, error) {
+	m := f.models[name]
+	if m == nil {
+		return nil, fmt.Errorf("feed: no model %q", name)
+	}
+	m.mu.Lock()
+	rctx, cancel := context.WithTimeout(ctx, readTimeout)
+	seq, err := read(rctx)
+	cancel()
+	if err == nil {
+		if seq < m.next-1 {
+			err = fmt.Errorf("feed: a snapshot at %d of %s, behind its delivery at %d", seq, name, m.next-1)
+		} else {
+			err = f.catchUpLocked(context.WithoutCancel(ctx), m, seq)
+		}
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	return &Resume{Seq: seq, m: m}, nil
+}
+
 // catchUpLocked delivers m's changes up to seq upto from the log. m.mu is
 // held.
 func (f *Feed) catchUpLocked(ctx context.Context, m *model, upto int64) error {

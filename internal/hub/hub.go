@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/streamapi/streamapi"
+	"github.com/streamapi/streamapi/internal/livelist"
 	"github.com/streamapi/streamapi/internal/wire"
 )
 
@@ -26,13 +27,15 @@ import (
 type Hub struct {
 	log *slog.Logger
 
-	mu      sync.RWMutex
-	streams map[string][]string         // model label → streams bound to it
-	scopes  map[string]streamapi.Scoper // stream → its resource, when it has a scope
-	subs    map[subKey]map[streamapi.Peer]struct{}
-	inst    map[instKey]map[instSub][]byte // value: the request_id bytes, made once
-	byPeer  map[streamapi.Peer]*peerSubs
-	byUser  map[string]map[streamapi.Peer]struct{} // user ID → its subscribed peers
+	mu          sync.RWMutex
+	streams     map[string][]string         // model label → streams bound to it
+	scopes      map[string]streamapi.Scoper // stream → its resource, when it has a scope
+	subs        map[subKey]map[streamapi.Peer]struct{}
+	inst        map[instKey]map[instSub][]byte // value: the request_id bytes, made once
+	byPeer      map[streamapi.Peer]*peerSubs
+	byUser      map[string]map[streamapi.Peer]struct{} // user ID → its subscribed peers
+	live        map[string]*liveStream                 // stream → its live lists
+	liveByModel map[string][]*liveStream               // model label → the streams serving live lists of it
 }
 
 // subKey names a Channels API subscription; pk "" means any object.
@@ -55,6 +58,7 @@ type peerSubs struct {
 	user string // the peer's user ID when it subscribed
 	subs map[subKey]struct{}
 	inst map[instKey]map[string]struct{}
+	live map[liveKey]livelist.ID
 }
 
 // New returns an empty hub.
@@ -63,13 +67,15 @@ func New(log *slog.Logger) *Hub {
 		log = slog.Default()
 	}
 	return &Hub{
-		log:     log,
-		streams: make(map[string][]string),
-		scopes:  make(map[string]streamapi.Scoper),
-		subs:    make(map[subKey]map[streamapi.Peer]struct{}),
-		inst:    make(map[instKey]map[instSub][]byte),
-		byPeer:  make(map[streamapi.Peer]*peerSubs),
-		byUser:  make(map[string]map[streamapi.Peer]struct{}),
+		log:         log,
+		streams:     make(map[string][]string),
+		scopes:      make(map[string]streamapi.Scoper),
+		subs:        make(map[subKey]map[streamapi.Peer]struct{}),
+		inst:        make(map[instKey]map[instSub][]byte),
+		byPeer:      make(map[streamapi.Peer]*peerSubs),
+		byUser:      make(map[string]map[streamapi.Peer]struct{}),
+		live:        map[string]*liveStream{},
+		liveByModel: map[string][]*liveStream{},
 	}
 }
 
@@ -215,11 +221,22 @@ func (h *Hub) UnsubscribeInstance(p streamapi.Peer, stream string, pk any) bool 
 // Drop removes every subscription of p; the connection calls it on close.
 func (h *Hub) Drop(p streamapi.Peer) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	ps := h.byPeer[p]
 	if ps == nil {
+		h.mu.Unlock()
 		return
 	}
+	var live map[*liveStream][]livelist.ID
+	for k, id := range ps.live {
+		if ls := h.live[k.stream]; ls != nil {
+			if live == nil {
+				live = map[*liveStream][]livelist.ID{}
+			}
+			live[ls] = append(live[ls], id)
+		}
+	}
+	defer h.dropLive(live) // after h.mu is released (deferred calls run last in, first out)
+	defer h.mu.Unlock()
 	for k := range ps.subs {
 		h.dropSub(k, p)
 	}
@@ -272,7 +289,7 @@ func (ps *peerSubs) count() int {
 	if ps == nil {
 		return 0
 	}
-	n := len(ps.subs)
+	n := len(ps.subs) + len(ps.live)
 	for _, rids := range ps.inst {
 		n += len(rids)
 	}
@@ -305,7 +322,7 @@ func (h *Hub) dropInst(k instKey, s instSub) {
 }
 
 func (h *Hub) forgetIfEmpty(p streamapi.Peer, ps *peerSubs) {
-	if len(ps.subs) == 0 && len(ps.inst) == 0 {
+	if len(ps.subs) == 0 && len(ps.inst) == 0 && len(ps.live) == 0 {
 		h.forget(p, ps)
 	}
 }
@@ -320,6 +337,17 @@ func ridKey(rid json.RawMessage) string {
 // Publish fans c out to its subscribers. It is a streamapi.ChangeHandler:
 // the server subscribes it to the broker once per model label.
 func (h *Hub) Publish(ctx context.Context, c streamapi.Change) {
+	h.publish(ctx, c)
+	h.mu.RLock()
+	live := h.liveByModel[c.Model]
+	h.mu.RUnlock()
+	for _, ls := range live {
+		lc := c // (taking c's address would move every change to the heap)
+		h.publishLive(ctx, ls, &lc)
+	}
+}
+
+func (h *Hub) publish(ctx context.Context, c streamapi.Change) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	pk := string(c.PK)
@@ -435,9 +463,16 @@ func (h *Hub) publishScoped(ctx context.Context, stream string, s streamapi.Scop
 	}
 }
 
-// Watching reports whether a peer of user holds a subscription on stream:
-// whether a change of what user may see there has anyone to tell.
-func (h *Hub) Watching(stream, user string) bool {
+// Watching reports whether a peer of user holds a subscription on stream
+// (a live list included): whether a change of what user may see there has
+// anyone to tell.
+func (h *Hub) Watching(stream, user string) bool { return h.watching(stream, user, true) }
+
+// Subscribed is Watching without live lists: whether user's peers hold
+// event subscriptions on stream, which a view change sends bursts to.
+func (h *Hub) Subscribed(stream, user string) bool { return h.watching(stream, user, false) }
+
+func (h *Hub) watching(stream, user string, live bool) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	for p := range h.byUser[user] {
@@ -449,6 +484,11 @@ func (h *Hub) Watching(stream, user string) bool {
 		}
 		for k := range ps.inst {
 			if k.stream == stream {
+				return true
+			}
+		}
+		for k := range ps.live {
+			if live && k.stream == stream {
 				return true
 			}
 		}

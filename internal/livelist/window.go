@@ -57,6 +57,12 @@ func (w *Window[T]) find(pk string) int {
 	return -1
 }
 
+// MayRead reports whether a change of the object pk may call next: it is
+// in a full window past which objects may match.
+func (w *Window[T]) MayRead(pk string) bool {
+	return len(w.items) == w.limit && !w.complete && w.find(pk) >= 0
+}
+
 // place returns where obj sorts among the items.
 func (w *Window[T]) place(obj *T) int {
 	i, _ := slices.BinarySearchFunc(w.items, obj, w.cmp)

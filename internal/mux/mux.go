@@ -204,6 +204,7 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		Action *string         `json:"action"`
 		PK     json.RawMessage `json:"pk"`
 		Since  json.RawMessage `json:"since"`
+		Query  json.RawMessage `json:"query"`
 	}
 	if len(req.Data) > 0 {
 		if err := json.Unmarshal(req.Data, &data); err != nil {
@@ -214,6 +215,9 @@ func (m *Mux) subscribe(ctx context.Context, p Peer, res streamapi.Resource, req
 		return streamapi.Reply{Err: &streamapi.Error{Code: streamapi.EINVALID, Message: "action required"}}, nothing
 	}
 	kind := *data.Action
+	if kind == LiveAction {
+		return m.liveList(ctx, p, res, req, data.Query, false)
+	}
 	switch kind {
 	case streamapi.ChangeCreate, streamapi.ChangeUpdate, streamapi.ChangeDelete:
 	default:
@@ -353,6 +357,13 @@ func parseSince(raw json.RawMessage) (int64, error) {
 // 201 (as DCRF does) after checking the object exists (404 otherwise);
 // unsubscribe_instance answers 204. Both carry data null.
 func (m *Mux) subscribeInstance(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request) (streamapi.Reply, then) {
+	var live struct {
+		Action string          `json:"action"`
+		Query  json.RawMessage `json:"query"`
+	}
+	if len(req.Data) > 0 && req.Data[0] == '{' && json.Unmarshal(req.Data, &live) == nil && live.Action == LiveAction {
+		return m.liveList(ctx, p, res, req, live.Query, true)
+	}
 	if req.PK == nil {
 		return streamapi.Reply{Err: streamapi.ErrNotFound}, nothing
 	}
@@ -459,4 +470,108 @@ func invalidField(name, msg string) streamapi.Reply {
 	errs := streamapi.FieldErrors{}
 	errs.Add(name, msg)
 	return streamapi.Reply{Err: errs.Err()}
+}
+
+// LiveAction is the data.action of a live list's subscription
+// (docs/protocol.md §6.2).
+const LiveAction = "list"
+
+// liveReply is a live list's subscribe reply data.
+type liveReply struct {
+	Action  string          `json:"action"`
+	Seq     *int64          `json:"seq,omitempty"`
+	Count   *int            `json:"count,omitempty"`
+	Results json.RawMessage `json:"results,omitempty"`
+}
+
+// liveList handles the subscription actions with data {"action":
+// "list", "query": {...}}: subscribe (Channels API, 200) or
+// subscribe_instance (DCRF, 201) reads the list's window and count in
+// one snapshot, joined to the feed at its seq (the changes up to it are
+// delivered first, those after it reach the list live), answers with
+// them, and registers the list once the reply is queued; unsubscribe
+// (200) and unsubscribe_instance (204) remove the list answered with the
+// same request_id, before the reply.
+func (m *Mux) liveList(ctx context.Context, p Peer, res streamapi.Resource, req *streamapi.Request, query json.RawMessage, dcrf bool) (streamapi.Reply, then) {
+	lister, ok := res.(streamapi.LiveLister)
+	if !ok {
+		return invalidField("action", "\"list\" is not a valid choice."), nothing
+	}
+	if err := res.Authorize(ctx, req.User, req.Action, nil); err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	rid := ridOrNull(req.RequestID)
+	if req.Action == streamapi.ActionUnsubscribe || req.Action == streamapi.ActionUnsubscribeInstance {
+		m.hub.UnsubscribeLive(p, req.Stream, rid)
+		if dcrf {
+			return streamapi.Reply{Status: 204}, nothing
+		}
+		return streamapi.Reply{Status: 200, Data: liveReply{Action: LiveAction}}, nothing
+	}
+	if max := m.limits.MaxSubscriptions; max >= 0 && m.hub.Subscriptions(p) >= max && !m.hub.HoldsLive(p, req.Stream, rid) {
+		return streamapi.Reply{Err: streamapi.Errorf(streamapi.ETOOMANY, "Too many subscriptions: at most %d per connection.", max)}, nothing
+	}
+	list, err := lister.LiveList(ctx, req.User, query)
+	if err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	status := 200
+	if dcrf {
+		status = 201
+	}
+	answer := func(seq *int64) (streamapi.Reply, error) {
+		results, err := list.Results()
+		if err != nil {
+			return streamapi.Reply{}, err
+		}
+		data := liveReply{Action: LiveAction, Seq: seq, Results: results}
+		if n, asked := list.Count(); asked {
+			data.Count = &n
+		}
+		rep := streamapi.Reply{Status: status, Data: data}
+		if dcrf && seq != nil {
+			rep.Seq = *seq
+		}
+		return rep, nil
+	}
+	register := func() { m.hub.SubscribeLive(p, req.Stream, rid, dcrf, list) }
+	if m.feed == nil {
+		_, install, err := list.Read(ctx)
+		if err != nil {
+			return streamapi.Reply{Err: err}, nothing
+		}
+		install()
+		rep, err := answer(nil)
+		if err != nil {
+			return streamapi.Reply{Err: err}, nothing
+		}
+		return rep, func(sent bool) {
+			if sent {
+				register()
+			}
+		}
+	}
+	var install func() streamapi.LiveUpdate
+	r, err := m.feed.Snapshot(ctx, res.Model(), func(ctx context.Context) (int64, error) {
+		seq, in, err := list.Read(ctx)
+		install = in
+		return seq, err
+	})
+	if err != nil {
+		return streamapi.Reply{Err: err}, nothing
+	}
+	install()
+	seq := r.Seq
+	rep, err := answer(&seq)
+	if err != nil {
+		r.Done(nil)
+		return streamapi.Reply{Err: err}, nothing
+	}
+	return rep, func(sent bool) {
+		if !sent {
+			r.Done(nil)
+			return
+		}
+		r.Done(register)
+	}
 }

@@ -328,3 +328,78 @@ func EncodeInstanceEvent(stream string, c *streamapi.Change) (streamapi.Frame, e
 	head := append(b[:len(b)-len(instanceTail)], `,"request_id":`...)
 	return streamapi.Frame{Head: head, Tail: instanceTail}, nil
 }
+
+// LiveCount is the action of a live list's event that tells a new count
+// alone.
+const LiveCount = "count"
+
+// LiveEvent is one event of a live list (docs/protocol.md §6.2), to
+// encode: Event.Action is create, update, delete or LiveCount (data and
+// pk null); Count is set when the client asked for it.
+type LiveEvent struct {
+	Stream, Model string
+	Seq           int64
+	RequestID     json.RawMessage
+	DCRF          bool
+	Event         streamapi.LiveEvent
+	Count         *int
+}
+
+type livePayload struct {
+	Action    string          `json:"action"`
+	Data      json.RawMessage `json:"data"`
+	Model     string          `json:"model"`
+	PK        json.RawMessage `json:"pk"`
+	Seq       int64           `json:"seq,omitempty"`
+	RequestID json.RawMessage `json:"request_id"`
+	Index     *int            `json:"index,omitempty"`
+	Count     *int            `json:"count,omitempty"`
+}
+
+type liveDCRFPayload struct {
+	Action         string          `json:"action"`
+	Data           json.RawMessage `json:"data"`
+	PK             json.RawMessage `json:"pk"`
+	Errors         []any           `json:"errors"`
+	ResponseStatus int             `json:"response_status"`
+	Seq            int64           `json:"seq,omitempty"`
+	RequestID      json.RawMessage `json:"request_id"`
+	Index          *int            `json:"index,omitempty"`
+	Count          *int            `json:"count,omitempty"`
+}
+
+// EncodeLiveEvent encodes a live list's event: in the Channels API form
+// {"action", "data", "model", "pk", "seq", "request_id", "index",
+// "count"}; in the DCRF form the reply shape of instance events, with
+// "pk", "index" and "count". A delete and a count have no index.
+func EncodeLiveEvent(e *LiveEvent) (streamapi.Frame, error) {
+	data, pk := e.Event.Data, e.Event.PK
+	var index *int
+	switch e.Event.Action {
+	case LiveCount:
+		data, pk = nil, nil
+	case streamapi.ChangeDelete:
+	default:
+		i := e.Event.Index
+		index = &i
+	}
+	if data == nil {
+		data = json.RawMessage("null")
+	}
+	if pk == nil {
+		pk = json.RawMessage("null")
+	}
+	rid := e.RequestID
+	if len(rid) == 0 {
+		rid = json.RawMessage("null")
+	}
+	var payload any = livePayload{Action: e.Event.Action, Data: data, Model: e.Model, PK: pk, Seq: e.Seq, RequestID: rid, Index: index, Count: e.Count}
+	if e.DCRF {
+		payload = liveDCRFPayload{Action: e.Event.Action, Data: data, PK: pk, Errors: []any{}, ResponseStatus: 200, Seq: e.Seq, RequestID: rid, Index: index, Count: e.Count}
+	}
+	b, err := json.Marshal(struct {
+		Stream  string `json:"stream"`
+		Payload any    `json:"payload"`
+	}{e.Stream, payload})
+	return streamapi.Frame{Head: b}, err
+}
