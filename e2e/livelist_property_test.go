@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -230,4 +231,130 @@ func liveWriter(p *testenv.Polls, writers []*client.Client, w int, questions, sh
 		}
 	}
 	return nil
+}
+
+// TestLiveList_RelationProperty: in the boards app, bob's live lists of
+// cards while, at once, alice adds him to and removes him from her
+// boards and two writers create, edit and delete cards on them: at each
+// quiescent point each list equals a fresh list of its query made by
+// bob, counts included. SQLite, and PostgreSQL when
+// STREAMAPI_TEST_POSTGRES is set.
+func TestLiveList_RelationProperty(t *testing.T) {
+	eachBoardsStore(t, func(t *testing.T, e *boardsEnv) {
+		rng := rand.New(rand.NewPCG(5, 6))
+		alice, bob := e.dial(t, "alice"), e.dial(t, "bob")
+		var boards, cols []int64
+		for i := 0; i < 3; i++ {
+			b := create(t, alice, "boards", map[string]any{"name": fmt.Sprint("b", i)})
+			boards = append(boards, b)
+			cols = append(cols, create(t, alice, "columns", map[string]any{"board": b, "name": "c"}))
+			for k := 0; k < 4; k++ {
+				create(t, alice, "cards", map[string]any{"column": cols[i], "title": fmt.Sprint("t", i, k)})
+			}
+		}
+		own := create(t, bob, "boards", map[string]any{"name": "bob's"})
+		ownCol := create(t, bob, "columns", map[string]any{"board": own, "name": "c"})
+		create(t, bob, "cards", map[string]any{"column": ownCol, "title": "mine"})
+		queries := []map[string]any{
+			{"ordering": "-id", "page_size": 3, "with_count": true},
+			{"board__in": []int64{boards[0], boards[1], own}, "ordering": "id", "page_size": 4, "with_count": true},
+			{"board": boards[2], "ordering": "-position", "page_size": 2},
+			{"assignee__isnull": true, "ordering": "position", "page_size": 5, "with_count": true},
+		}
+		var lists []*client.LiveList
+		for _, q := range queries {
+			l, err := bob.LiveList(tctx(t), "cards", q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lists = append(lists, l)
+		}
+		member := map[int64]int64{} // board → bob's member row
+		writers := []*client.Client{e.dial(t, "alice"), e.dial(t, "alice")}
+		for round := 1; round <= 4; round++ {
+			var wg sync.WaitGroup
+			errs := make(chan error, 8)
+			wg.Add(1)
+			seed := rng.Uint64()
+			go func() { // memberships
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed, 1))
+				for i := 0; i < 6; i++ {
+					b := boards[r.IntN(len(boards))]
+					if id, ok := member[b]; ok {
+						rep, err := alice.Request(longCtx(t), "members", client.Payload{Action: "delete", PK: id})
+						if err != nil || rep.Status != 200 {
+							errs <- fmt.Errorf("remove bob: %v %v", err, rep)
+							return
+						}
+						delete(member, b)
+						continue
+					}
+					rep, err := alice.Request(longCtx(t), "members", client.Payload{Action: "create", Data: map[string]any{"board": b, "user": "bob"}})
+					if err != nil || rep.Status != 201 {
+						errs <- fmt.Errorf("add bob: %v %v", err, rep)
+						return
+					}
+					var row struct{ ID int64 }
+					_ = json.Unmarshal(rep.Data, &row)
+					member[b] = row.ID
+				}
+			}()
+			for w, c := range writers {
+				wg.Add(1)
+				wseed := rng.Uint64()
+				go func() { // cards
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(wseed, uint64(w)))
+					var mine []int64
+					for i := 0; i < 15; i++ {
+						var rep *client.Reply
+						var err error
+						switch op := r.IntN(6); {
+						case op < 2 || len(mine) == 0:
+							rep, err = c.Request(longCtx(t), "cards", client.Payload{Action: "create", Data: map[string]any{"column": cols[r.IntN(len(cols))], "title": fmt.Sprint("w", w, i)}})
+							var card struct{ ID int64 }
+							if err == nil && rep.Status == 201 && json.Unmarshal(rep.Data, &card) == nil {
+								mine = append(mine, card.ID)
+							}
+						case op < 4:
+							var who any = "carol"
+							if r.IntN(2) == 0 {
+								who = nil
+							}
+							rep, err = c.Request(longCtx(t), "cards", client.Payload{Action: "patch", PK: mine[r.IntN(len(mine))], Data: map[string]any{"assignee": who, "title": fmt.Sprint("e", w, i)}})
+						default:
+							k := r.IntN(len(mine))
+							rep, err = c.Request(longCtx(t), "cards", client.Payload{Action: "delete", PK: mine[k]})
+							mine = slices.Delete(mine, k, k+1)
+						}
+						if err != nil || rep.Status >= 500 {
+							errs <- fmt.Errorf("writer %d: %v %v", w, err, rep)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			for i, l := range lists {
+				want, n := freshList(t, bob, "cards", queries[i])
+				eventually(t, fmt.Sprintf("round %d: list %v to match a fresh list", round, queries[i]), func() bool {
+					got := l.Items()
+					if len(got) != len(want) || queries[i]["with_count"] != nil && l.Count() != n {
+						return false
+					}
+					for k := range got {
+						if !sameJSON(got[k], want[k]) {
+							return false
+						}
+					}
+					return true
+				})
+			}
+		}
+	})
 }
