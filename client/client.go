@@ -348,7 +348,7 @@ func (c *Client) dispatch(b []byte) {
 		l.apply(&Event{Stream: f.Stream, Action: p.Action, Data: p.Data, PK: p.PK, RequestID: p.RequestID, Seq: p.Seq, Index: p.Index, Count: p.Count, Raw: b})
 		return
 	}
-	if p.Model != nil {
+	if p.Model != nil && (len(p.RequestID) == 0 || string(p.RequestID) == "null") {
 		ev := &Event{Stream: f.Stream, Action: p.Action, Data: p.Data, Model: *p.Model, PK: p.PK, Seq: p.Seq, Raw: b}
 		c.mu.Lock()
 		matched := false

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/streamapi/streamapi/client"
+	"github.com/streamapi/streamapi/resource"
+	"github.com/streamapi/streamapi/server"
 )
 
 // Live lists (docs/protocol.md §6.2).
@@ -249,6 +251,7 @@ func TestLiveList_Refusals(t *testing.T) {
 		{`{"votes__gte":"many"}`, "400", `[{"votes__gte":["Enter a number."]}]`},
 		{`{"ordering":"choice_text"}`, "400", `[{"ordering":["Cannot order by \"choice_text\"."]}]`},
 		{`[1]`, "400", `[{"query":["Expected a dictionary of list parameters."]}]`},
+		{`{"fields":"votes"}`, "400", `[{"fields":["A live list's fields must include the primary key."]}]`},
 	} {
 		raw := rawReply(t, c, `{"stream":"choices","payload":{"action":"subscribe","request_id":"x","data":{"action":"list","query":`+tc.query+`}}}`)
 		if string(raw["response_status"]) != tc.status || compact(raw["errors"]) != tc.errs {
@@ -414,5 +417,16 @@ func TestLiveList_DCRF(t *testing.T) {
 	case f := <-c.Unmatched():
 		t.Fatalf("a frame after the unsubscribe: %s", f)
 	default:
+	}
+}
+
+// TestLiveList_NeedsTheChangeLog: without a change log nothing joins a
+// snapshot to the events after it, so live lists are refused.
+func TestLiveList_NeedsTheChangeLog(t *testing.T) {
+	e := start(t, func(s *server.Config, _ *resource.Config[Note]) { s.ChangeLog = nil })
+	c := e.dial("")
+	raw := rawReply(t, c, `{"stream":"choices","payload":{"action":"subscribe","request_id":"x","data":{"action":"list"}}}`)
+	if string(raw["response_status"]) != "400" || compact(raw["errors"]) != `["Live lists need the change log, which this server does not keep."]` {
+		t.Fatalf("reply: %s %s", raw["response_status"], raw["errors"])
 	}
 }

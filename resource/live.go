@@ -48,6 +48,18 @@ func (r *Resource[T]) LiveList(ctx context.Context, u *streamapi.User, query jso
 	if err != nil {
 		return nil, err
 	}
+	if lq.fields != nil {
+		// The protocol's rule finds objects by pk: the results must
+		// carry it.
+		hasPK := false
+		for _, f := range lq.fields {
+			hasPK = hasPK || slicesEqual(f.index, r.pkIndex)
+		}
+		if !hasPK {
+			errs.Add(paramFields, "A live list's fields must include the primary key.")
+			return nil, errs.Err()
+		}
+	}
 	scope, err := r.scopeFor(u)
 	if err != nil {
 		return nil, err

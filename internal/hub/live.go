@@ -90,12 +90,25 @@ func (h *Hub) SubscribeLive(p streamapi.Peer, stream string, rid json.RawMessage
 	h.mu.Unlock()
 
 	ls.mu.Lock()
-	defer ls.mu.Unlock()
 	if had {
 		ls.removeLocked(old)
 	}
 	ls.lists[s.id] = s
 	ls.index.Add(s.id, list.Conds())
+	ls.mu.Unlock()
+	// A Drop (or an unsubscribe) between the two locks found nothing of
+	// it in ls to remove: undo.
+	h.mu.RLock()
+	ps = h.byPeer[p]
+	gone := ps == nil || ps.live[k] != s.id
+	h.mu.RUnlock()
+	if gone {
+		ls.mu.Lock()
+		if ls.lists[s.id] == s {
+			ls.removeLocked(s.id)
+		}
+		ls.mu.Unlock()
+	}
 	return true
 }
 
@@ -193,15 +206,6 @@ func (h *Hub) InstallLive(ctx context.Context, s *LiveSub, seq int64, install fu
 	h.sendLive(ctx, s, seq, install())
 }
 
-// FailLive drops s, whose window cannot be known, and closes its peer
-// with 1011 (the client subscribes again).
-func (h *Hub) FailLive(s *LiveSub) {
-	s.ls.mu.Lock()
-	s.ls.removeLocked(s.id)
-	s.ls.mu.Unlock()
-	closePeer(s.peer)
-}
-
 func closePeer(p streamapi.Peer) {
 	if c, ok := p.(interface {
 		Close(code uint16, reason string)
@@ -282,14 +286,27 @@ func (h *Hub) sendLive(ctx context.Context, s *LiveSub, seq int64, up streamapi.
 		count = &n
 	}
 	e := wire.LiveEvent{Stream: s.ls.stream, Model: s.ls.model, Seq: seq, RequestID: s.rid, DCRF: s.dcrf, Count: count}
+	var frames []streamapi.Frame
 	send := func() {
 		f, err := wire.EncodeLiveEvent(&e)
 		if err != nil {
 			h.log.ErrorContext(ctx, "encode live list event", "stream", s.ls.stream, "err", err)
 			return
 		}
-		s.peer.Send(f)
+		frames = append(frames, f)
 	}
+	// One change's (or a reload's) events go as one batch, bounded by
+	// bytes apart from live frames: a reload of a window of 100 is not a
+	// slow consumer's backlog.
+	defer func() {
+		if bs, ok := s.peer.(BatchSender); ok && len(frames) > 1 {
+			bs.SendBatch(frames)
+			return
+		}
+		for _, f := range frames {
+			s.peer.Send(f)
+		}
+	}()
 	for _, ev := range up.Events {
 		e.Event = ev
 		send()

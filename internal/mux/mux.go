@@ -536,20 +536,9 @@ func (m *Mux) liveList(ctx context.Context, p Peer, res streamapi.Resource, req 
 	}
 	register := func() { m.hub.SubscribeLive(p, req.Stream, rid, dcrf, list) }
 	if m.feed == nil {
-		_, install, err := list.Read(ctx)
-		if err != nil {
-			return streamapi.Reply{Err: err}, nothing
-		}
-		install()
-		rep, err := answer(nil)
-		if err != nil {
-			return streamapi.Reply{Err: err}, nothing
-		}
-		return rep, func(sent bool) {
-			if sent {
-				register()
-			}
-		}
+		// Without a change log nothing joins a snapshot to the events
+		// that follow it: the window and count would drift for good.
+		return streamapi.Reply{Err: streamapi.Errorf(streamapi.EUNKNOWNACTION, "Live lists need the change log, which this server does not keep.")}, nothing
 	}
 	var install func() streamapi.LiveUpdate
 	r, err := m.feed.Snapshot(ctx, res.Model(), func(ctx context.Context) (int64, error) {
